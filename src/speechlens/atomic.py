@@ -40,3 +40,10 @@ def write_text(target: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``target`` atomically (UTF-8)."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def save_figure(fig, *paths: str | os.PathLike, dpi: int = 200) -> None:
+    """Save a matplotlib Figure to each path atomically (format from the suffix)."""
+    for path in paths:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip("."), bbox_inches="tight")

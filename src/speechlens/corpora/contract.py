@@ -115,10 +115,22 @@ def write_corpus(out_dir: str | Path, fill: Callable[[Path], tuple[pd.DataFrame,
         segments.to_csv(tmp / "segments.tsv", **TSV)
 
 
+def read_tables(
+    utterances_tsv: str | Path, segments_tsv: str | Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read and validate a corpus' two tables; returns (utterances, segments).
+
+    Ids, speakers and labels are read as strings (a speaker ``007`` stays ``007``); empty
+    cells stay empty strings rather than NaN.
+    """
+    as_str = {"utterance_id": str, "speaker": str, "label": str, "text": str, "tier": str}
+    utterances = pd.read_csv(utterances_tsv, sep="\t", dtype=as_str, keep_default_na=False)
+    segments = pd.read_csv(segments_tsv, sep="\t", dtype=as_str, keep_default_na=False)
+    validate_tables(utterances, segments, str(Path(utterances_tsv).parent))
+    return utterances, segments
+
+
 def read_corpus(corpus_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read and validate a built corpus folder; returns (utterances, segments)."""
     corpus_dir = Path(corpus_dir)
-    utterances = pd.read_csv(corpus_dir / "utterances.tsv", sep="\t", dtype={"utterance_id": str, "speaker": str}, keep_default_na=False)
-    segments = pd.read_csv(corpus_dir / "segments.tsv", sep="\t", dtype={"utterance_id": str, "label": str}, keep_default_na=False)
-    validate_tables(utterances, segments, str(corpus_dir))
-    return utterances, segments
+    return read_tables(corpus_dir / "utterances.tsv", corpus_dir / "segments.tsv")

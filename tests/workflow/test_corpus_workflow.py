@@ -1,0 +1,66 @@
+"""The real snakemake CLI on the tiny config: outputs, up-to-date reruns, bad config."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from tests.conftest import REPO, run_snakemake
+
+TINY = REPO / "tests" / "workflow" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    proc = run_snakemake(workdir, "--cores", "2", configfile=TINY)
+    return workdir, proc
+
+
+def test_tiny_workflow_builds_the_corpus_and_its_figure(tiny_run):
+    workdir, _ = tiny_run
+    corpus = workdir / "resources" / "corpora" / "tiny"
+    utts = pd.read_csv(corpus / "utterances.tsv", sep="\t")
+    segs = pd.read_csv(corpus / "segments.tsv", sep="\t", keep_default_na=False)
+    assert len(utts) == 2 * 2 * 2
+    assert sorted(utts["language"].unique()) == ["en-us", "tr"]
+    assert utts.groupby("language")["speaker"].nunique().tolist() == [2, 2]
+    assert set(segs["tier"]) == {"phone", "word"}
+    for row in utts.itertuples():
+        info = sf.info(corpus / row.audio)
+        assert info.samplerate == 16000 and info.subtype == "PCM_16"
+        assert info.frames / info.samplerate == pytest.approx(row.duration_s, abs=1e-3)
+    png = workdir / "results" / "figures" / "tiny" / "corpus_summary.png"
+    assert png.stat().st_size > 10_000
+    assert (workdir / "logs" / "corpora" / "tiny.log").exists()
+
+
+def test_second_run_has_nothing_to_do(tiny_run):
+    workdir, _ = tiny_run
+    proc = run_snakemake(workdir, "--cores", "2", configfile=TINY)
+    assert "Nothing to be done" in proc.stdout
+
+
+def test_report_builds(tiny_run):
+    workdir, _ = tiny_run
+    run_snakemake(workdir, "--report", "results/report.html", configfile=TINY)
+    html = (workdir / "results" / "report.html").read_text(errors="replace")
+    assert "corpus_summary.png" in html
+
+
+def test_bad_config_key_fails_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("speakers_per_language", "speakers_per_lang"))
+    proc = run_snakemake(tmp_path, "--cores", "1", configfile=bad, check=False)
+    assert proc.returncode != 0
+    assert "config key corpora.tiny" in proc.stdout and "speakers_per_lang" in proc.stdout
+    assert not (tmp_path / "resources").exists()
+
+
+def test_bad_config_value_names_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("sentences_per_speaker: 2", "sentences_per_speaker: 0"))
+    proc = run_snakemake(tmp_path, "--cores", "1", "-n", configfile=bad, check=False)
+    assert proc.returncode != 0
+    assert "config key corpora.tiny.sentences_per_speaker" in proc.stdout
