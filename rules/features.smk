@@ -1,0 +1,50 @@
+rule features_shard:
+    """Extract one shard of a corpus (whole blocks of utterances) with one model."""
+    input:
+        unpack(model_checkpoint),
+        utterances="resources/corpora/{corpus}/utterances.tsv",
+        audio="resources/corpora/{corpus}/audio",
+    output:
+        directory("results/{corpus}/{model}/shards/{shard}-of-{shards}.zarr"),
+    log:
+        "logs/{corpus}/{model}/shards/{shard}-of-{shards}.log",
+    benchmark:
+        "logs/{corpus}/{model}/shards/{shard}-of-{shards}.benchmark.tsv"
+    conda:
+        ENV
+    threads: lambda wildcards: features_settings(wildcards)["threads"]
+    resources:
+        gpu=extraction_gpus,
+        mem_mb=lambda wildcards: features_settings(wildcards)["mem_mb"],
+    params:
+        model=model_spec,
+        settings=features_settings,
+        corpus=corpus_spec,
+    script:
+        "../workflow/scripts/features.py"
+
+
+rule features:
+    """Every layer of one model over one corpus, in a chunked Zarr store (gathers shards)."""
+    input:
+        unpack(features_inputs),
+    output:
+        directory("results/{corpus}/{model}/features.zarr"),
+    log:
+        "logs/{corpus}/{model}/features.log",
+    benchmark:
+        "logs/{corpus}/{model}/features.benchmark.tsv"
+    conda:
+        ENV
+    threads: lambda wildcards: features_settings(wildcards)["threads"]
+    resources:
+        gpu=lambda wildcards: (
+            0 if feature_shards(wildcards) else extraction_gpus(wildcards)
+        ),
+        mem_mb=lambda wildcards: features_settings(wildcards)["mem_mb"],
+    params:
+        model=model_spec,
+        settings=features_settings,
+        corpus=corpus_spec,
+    script:
+        "../workflow/scripts/features.py"
