@@ -78,7 +78,12 @@ def validate_tables(utterances: pd.DataFrame, segments: pd.DataFrame, where: str
     prev_end = ordered.groupby(["utterance_id", "tier"], sort=False)["end_s"].shift()
     overlap = ordered[ordered["start_s"] < prev_end - 1e-6]
     if len(overlap):
-        _check_rows(segments, segments.index.isin(overlap.index), where, "overlaps the previous segment of its tier")
+        _check_rows(
+            segments,
+            segments.index.isin(overlap.index),
+            where,
+            "overlaps the previous segment of its tier",
+        )
 
 
 def _check_rows(segments: pd.DataFrame, mask, where: str, what: str) -> None:
@@ -97,19 +102,23 @@ def order_columns(utterances: pd.DataFrame) -> pd.DataFrame:
     return utterances[UTTERANCE_COLUMNS + extra]
 
 
-def write_corpus(out_dir: str | Path, fill: Callable[[Path], tuple[pd.DataFrame, pd.DataFrame]]) -> None:
+def write_corpus(
+    out_dir: str | Path, fill: Callable[[Path], tuple[pd.DataFrame, pd.DataFrame]]
+) -> None:
     """Build a corpus folder atomically.
 
     ``fill(tmp_dir)`` writes audio under ``tmp_dir / "audio"`` and returns the
-    (utterances, segments) tables; they are validated, written as TSV, and the whole
-    folder is renamed onto ``out_dir`` only when everything succeeded.
+    (utterances, segments) tables; they are validated, written as TSV (contract columns
+    first, extra columns of either table kept after them), and the whole folder is
+    renamed onto ``out_dir`` only when everything succeeded.
     """
     out_dir = Path(out_dir)
     with atomic_path(out_dir, is_dir=True) as tmp:
         (tmp / "audio").mkdir()
         utterances, segments = fill(tmp)
         utterances = order_columns(utterances.reset_index(drop=True))
-        segments = segments[SEGMENT_COLUMNS].reset_index(drop=True)
+        extra = [c for c in segments.columns if c not in SEGMENT_COLUMNS]
+        segments = segments[SEGMENT_COLUMNS + extra].reset_index(drop=True)
         validate_tables(utterances, segments, str(out_dir))
         utterances.to_csv(tmp / "utterances.tsv", **TSV)
         segments.to_csv(tmp / "segments.tsv", **TSV)

@@ -1,0 +1,540 @@
+"""Corpus kind ``synthetic``: speech synthesised by libespeak-ng with exact alignments.
+
+Every speaker is an espeak-ng voice (``language+variant``, e.g. ``en-us+f2``) with its own
+base pitch, pitch range and rate; speakers alternate female/male (``en-us_f01``,
+``en-us_m01``, ``en-us_f02``, ...) and cycle through the numbered variants of
+``espeak-ng-data/voices/!v``. Each speaker reads ``sentences_per_speaker`` sentences
+drawn without replacement from the language's sentence list; voices and sentences come
+from NumPy generators seeded by ``(seed, speaker)``, so a speaker's voice and sentences do
+not depend on the other speakers or languages.
+
+Alignments are espeak-ng's own events (see :mod:`speechlens.corpora.espeak`), in samples of
+its 22050 Hz output, converted to seconds of the written audio:
+
+- **phone tier**: a phone runs from its phoneme event to the next phoneme event (the
+  last one to the end of the audio); a sounding phoneme without an IPA name (the hiatus
+  link ``;`` of English and Spanish) is merged into the phone before it. Pause phonemes
+  (espeak-ng mnemonics ``_``, ``_:``, ``_!``, ``_|``) are ``sil``, and so are runs of exact
+  digital silence of at least :data:`MIN_SILENCE_S` at the start or end of a phone:
+  espeak-ng emits the pre-pause before a word and the closure of a stop as silence
+  *before* the stop's phoneme event, inside the previous phone's span. Labels are
+  normalised by :mod:`speechlens.corpora.phones`; their stress goes to the ``stress``
+  column (1 primary, 2 secondary, 0 otherwise).
+- **word tier**: a word runs from the start of its first non-silent phone to the end of
+  its last one; everything else is ``sil``. Its label is the input text from this word
+  event to the next one, lowercased, punctuation stripped (apostrophes and hyphens inside
+  a word kept). espeak-ng speaks some word pairs as one unit (``of the``, ``for a``) and
+  reports one word event for them: their label holds both words.
+
+:data:`PAD_S` of silence is added before and after the speech; both tiers tile
+``[0, duration_s]``. espeak-ng's 22050 Hz output is resampled with soxr (high quality) to
+``sample_rate`` and written as 16-bit PCM WAV. Synthesis is a pure function of (text,
+voice settings), so the same spec gives byte-identical audio and tables for any
+``threads``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import unicodedata
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from speechlens import audio
+from speechlens.corpora import espeak, phones
+from speechlens.corpora.contract import SILENCE, CorpusError, write_corpus
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LANGUAGES = ("en-us", "tr", "de", "es", "fr")
+DEFAULTS = {
+    "languages": list(DEFAULT_LANGUAGES),
+    "speakers_per_language": 8,
+    "sentences_per_speaker": 15,
+    "seed": 0,
+    "sample_rate": 16000,
+    "sentences": {},
+}
+PAD_S = 0.15
+"""Silence added before and after each utterance (seconds)."""
+MIN_SILENCE_S = 0.01
+"""Shortest run of exact zeros (seconds) at a phone's edge that is relabelled ``sil``."""
+PITCH_RANGE = (35, 65)
+"""espeak-ng base pitch (0-100, 50 = the variant's own) drawn per speaker."""
+INTONATION_RANGE = (30, 80)
+"""espeak-ng pitch range (0-100, 0 = monotone) drawn per speaker."""
+RATE_RANGE = (150, 195)
+"""Speaking rate in words per minute drawn per speaker."""
+GENDER_CODES = {"female": "f", "male": "m"}
+_APOSTROPHES = {"\u2019": "'", "\u02bc": "'", "\u2010": "-", "\u2011": "-"}
+
+
+@dataclass(frozen=True)
+class Options:
+    """A validated spec: languages (espeak-ng voices), counts, seed, output rate (Hz) and
+    sentence files by language."""
+
+    languages: tuple[str, ...]
+    speakers_per_language: int
+    sentences_per_speaker: int
+    seed: int
+    sample_rate: int
+    sentences: dict[str, Path]
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One synthetic speaker: a voice variant plus prosody (espeak-ng units)."""
+
+    speaker_id: str
+    language: str
+    gender: str
+    variant: str
+    pitch: int
+    pitch_range: int
+    rate: int
+
+    @property
+    def voice(self) -> str:
+        return f"{self.language}+{self.variant}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One utterance to render: who says which sentence, and espeak-ng's random seed."""
+
+    utterance_id: str
+    speaker: Speaker
+    text: str
+    sentence_index: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A labelled interval ``[start, end)`` in samples; ``word`` is the index of the word
+    event a phone belongs to (-1 for silence)."""
+
+    start: int
+    end: int
+    label: str
+    stress: int = 0
+    word: int = -1
+
+
+# -- spec -----------------------------------------------------------------------------
+
+
+def parse_spec(spec: Mapping) -> Options:
+    """Check ``spec`` and fill its defaults; raises :class:`CorpusError` naming the key."""
+    languages = spec.get("languages", DEFAULTS["languages"])
+    if isinstance(languages, str) or not isinstance(languages, Sequence) or not languages:
+        raise CorpusError(f"corpus config key `languages`: expected a list, got {languages!r}")
+    for lang in languages:
+        if not isinstance(lang, str) or not lang or "+" in lang or lang != lang.strip():
+            raise CorpusError(
+                f"corpus config key `languages`: {lang!r} is not an espeak-ng voice name"
+            )
+    if len(set(languages)) != len(languages):
+        raise CorpusError(f"corpus config key `languages`: duplicates in {list(languages)}")
+    sentences = spec.get("sentences") or {}
+    if not isinstance(sentences, Mapping):
+        raise CorpusError(f"corpus config key `sentences`: expected a mapping, got {sentences!r}")
+    return Options(
+        languages=tuple(languages),
+        speakers_per_language=_int_at_least(spec, "speakers_per_language"),
+        sentences_per_speaker=_int_at_least(spec, "sentences_per_speaker"),
+        seed=_int_at_least(spec, "seed", minimum=0),
+        sample_rate=_int_at_least(spec, "sample_rate", minimum=8000),
+        sentences={str(k): Path(v) for k, v in sentences.items()},
+    )
+
+
+def _int_at_least(spec: Mapping, key: str, minimum: int = 1) -> int:
+    value = spec.get(key, DEFAULTS[key])
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CorpusError(
+            f"corpus config key `{key}`: expected an integer >= {minimum}, got {value!r}"
+        )
+    return value
+
+
+def check_voices(languages: Sequence[str], engine: espeak.Espeak) -> None:
+    """Raise :class:`CorpusError` naming ``languages`` for a voice espeak-ng lacks."""
+    for lang in languages:
+        if not engine.has_voice(lang):
+            close = engine.suggest(lang)
+            hint = f"; close matches: {', '.join(close)}" if close else ""
+            raise CorpusError(
+                f"corpus config key `languages`: {lang!r} is not an espeak-ng voice{hint}"
+            )
+
+
+def load_sentences(language: str, files: Mapping[str, Path]) -> list[str]:
+    """The distinct non-empty lines of the language's sentence file, in file order.
+
+    ``files[language]`` (spec key ``sentences``) wins over the shipped list
+    ``speechlens/corpora/sentences/<language>.txt``; lines starting with ``#`` are comments.
+    """
+    if language in files:
+        path = files[language]
+        if not path.is_file():
+            raise CorpusError(f"corpus config key `sentences`: {language}: no file {path}")
+        text = path.read_text(encoding="utf-8")
+    else:
+        shipped = resources.files("speechlens.corpora") / "sentences" / f"{language}.txt"
+        if not shipped.is_file():
+            raise CorpusError(
+                f"no sentences for language {language!r}: add `sentences: {{{language}: "
+                "path/to/sentences.txt}` (one sentence a line) to the corpus config"
+            )
+        text = shipped.read_text(encoding="utf-8")
+    lines = [unicodedata.normalize("NFC", line.strip()) for line in text.splitlines()]
+    kept = list(dict.fromkeys(line for line in lines if line and not line.startswith("#")))
+    if not kept:
+        raise CorpusError(f"sentences for language {language!r} are empty")
+    return kept
+
+
+# -- planning -------------------------------------------------------------------------
+
+
+def _rng(seed: int, name: str, stream: int) -> np.random.Generator:
+    """A generator seeded by (seed, a stable hash of ``name``, stream number)."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8")), stream])
+
+
+def make_speakers(
+    language: str, count: int, seed: int, variants: Mapping[str, str]
+) -> list[Speaker]:
+    """``count`` speakers, alternating female/male, cycling through ``variants``
+    (``{variant: gender}``); prosody drawn from ``PITCH_RANGE`` etc. by ``(seed, id)``."""
+    by_gender = {g: [v for v, vg in variants.items() if vg == g] for g in GENDER_CODES}
+    missing = [g for g, vs in by_gender.items() if not vs]
+    if missing:
+        raise CorpusError(f"espeak-ng data has no {missing} voice variants in voices/!v")
+    speakers = []
+    for i in range(count):
+        gender = "female" if i % 2 == 0 else "male"
+        number = i // 2
+        speaker_id = f"{language}_{GENDER_CODES[gender]}{number + 1:02d}"
+        rng = _rng(seed, speaker_id, 0)
+        pitch, pitch_range, rate = (
+            int(rng.integers(lo, hi + 1)) for lo, hi in (PITCH_RANGE, INTONATION_RANGE, RATE_RANGE)
+        )
+        variant = by_gender[gender][number % len(by_gender[gender])]
+        speakers.append(Speaker(speaker_id, language, gender, variant, pitch, pitch_range, rate))
+    return speakers
+
+
+def plan(
+    options: Options, sentences: Mapping[str, list[str]], variants: Mapping[str, str]
+) -> list[Job]:
+    """Every utterance of the corpus, in output order (language, speaker, reading order)."""
+    jobs = []
+    for language in options.languages:
+        pool = sentences[language]
+        wanted = options.sentences_per_speaker
+        if wanted > len(pool):
+            raise CorpusError(
+                f"corpus config key `sentences_per_speaker`: {wanted} is more than the "
+                f"{len(pool)} distinct sentences of language {language!r}"
+            )
+        for speaker in make_speakers(
+            language, options.speakers_per_language, options.seed, variants
+        ):
+            order = _rng(options.seed, speaker.speaker_id, 1).permutation(len(pool))[:wanted]
+            for k, index in enumerate(order):
+                utterance_id = f"{speaker.speaker_id}_{k + 1:03d}"
+                seed = zlib.crc32(f"{options.seed}/{utterance_id}".encode())
+                jobs.append(Job(utterance_id, speaker, pool[int(index)], int(index), seed))
+    return jobs
+
+
+# -- alignment ------------------------------------------------------------------------
+
+
+def word_label(span: str, language: str) -> str:
+    """Text of one word event → word label: lowercased (Turkish dotted/dotless i kept
+    apart for ``tr`` and ``az``), punctuation stripped except ``'`` and ``-`` inside a word,
+    whitespace collapsed. Returns ``phones.UNKNOWN`` if nothing is left."""
+    for src, dst in _APOSTROPHES.items():
+        span = span.replace(src, dst)
+    if language.split("-")[0] in ("tr", "az"):
+        span = span.replace("I", "ı").replace("İ", "i")
+    words = [_strip_word(token) for token in span.lower().split()]
+    label = " ".join(w for w in words if w)
+    return label or phones.UNKNOWN
+
+
+def _is_word_char(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "LNM"
+
+
+def _strip_word(token: str) -> str:
+    kept = "".join(ch for ch in token if _is_word_char(ch) or ch in "'-")
+    return kept.strip("'-")
+
+
+def word_labels(text: str, events: Sequence[espeak.Event], language: str) -> list[str]:
+    """Label of every word event: the text from its ``text_position`` (1-based, in
+    characters) to the next word event's, normalised by :func:`word_label`."""
+    starts = [e.text_position - 1 for e in events if e.kind == espeak.EVENT_WORD]
+    ends = starts[1:] + [len(text)]
+    return [
+        word_label(text[max(a, 0) : max(b, a)], language) for a, b in zip(starts, ends, strict=True)
+    ]
+
+
+def phone_marks(events: Sequence[espeak.Event]) -> list[Interval]:
+    """Start marks (``end`` unset) of the phoneme events, in emission order.
+
+    Pauses start ``sil``; a sounding phoneme without an IPA name (the hiatus link ``;``)
+    starts no mark, so the phone before it extends over it (``spn`` if there is none).
+    Each phone belongs to the last word event emitted before it (word 0 if none was).
+    """
+    marks: list[Interval] = []
+    word = -1
+    for event in events:
+        if event.kind == espeak.EVENT_WORD:
+            word += 1
+        elif event.kind != espeak.EVENT_PHONEME:
+            continue
+        elif event.is_pause:
+            marks.append(Interval(event.sample, -1, SILENCE))
+        elif event.name:
+            label, stress = phones.normalise(event.name)
+            marks.append(Interval(event.sample, -1, label, stress, max(word, 0)))
+        elif not marks or marks[-1].label == SILENCE:
+            marks.append(Interval(event.sample, -1, phones.UNKNOWN, 0, max(word, 0)))
+    return marks
+
+
+def tile(marks: Sequence[Interval], n_samples: int) -> list[Interval]:
+    """Turn start marks into intervals tiling ``[0, n_samples)``: each mark lasts until the
+    next later mark; the stretch before the first mark is silence; empty ones vanish."""
+    out = []
+    ordered = sorted(marks, key=lambda m: m.start)  # stable: emission order for ties
+    starts = [0] + [min(max(m.start, 0), n_samples) for m in ordered]
+    labelled = [Interval(0, -1, SILENCE)] + list(ordered)
+    for i, mark in enumerate(labelled):
+        start = starts[i]
+        end = starts[i + 1] if i + 1 < len(starts) else n_samples
+        if end > start:
+            out.append(Interval(start, end, mark.label, mark.stress, mark.word))
+    return merge_silence(out)
+
+
+def merge_silence(intervals: Sequence[Interval]) -> list[Interval]:
+    """Join consecutive ``sil`` intervals into one."""
+    out: list[Interval] = []
+    for iv in intervals:
+        if out and iv.label == SILENCE and out[-1].label == SILENCE:
+            out[-1] = Interval(out[-1].start, iv.end, SILENCE)
+        else:
+            out.append(iv)
+    return out
+
+
+def zero_runs(samples: np.ndarray, min_length: int) -> np.ndarray:
+    """``(k, 2)`` array of ``[start, end)`` sample ranges where ``samples`` is exactly 0 for
+    at least ``min_length`` samples."""
+    is_zero = np.concatenate([[0], (samples == 0).astype(np.int8), [0]])
+    change = np.diff(is_zero)
+    starts, ends = np.flatnonzero(change == 1), np.flatnonzero(change == -1)
+    keep = ends - starts >= min_length
+    return np.stack([starts[keep], ends[keep]], axis=1)
+
+
+def trim_silence(intervals: Sequence[Interval], runs: np.ndarray) -> list[Interval]:
+    """Relabel as ``sil`` the digital-silence ``runs`` that cover a phone's start or end
+    (espeak-ng puts stop closures before the stop's event); a phone that is entirely
+    silent becomes ``sil``. Runs strictly inside a phone are left alone."""
+    out = []
+    for iv in intervals:
+        if iv.label == SILENCE:
+            out.append(iv)
+            continue
+        start, end = iv.start, iv.end
+        for run_start, run_end in runs:
+            if run_start <= start < run_end:
+                start = min(int(run_end), end)
+            if run_start < end <= run_end:
+                end = max(int(run_start), start)
+        pieces = [
+            Interval(iv.start, start, SILENCE),
+            Interval(start, end, iv.label, iv.stress, iv.word),
+            Interval(end, iv.end, SILENCE),
+        ]
+        out.extend(p for p in pieces if p.end > p.start)
+    return merge_silence(out)
+
+
+def word_intervals(phone_tier: Sequence[Interval], labels: Sequence[str]) -> list[Interval]:
+    """Word tier from the phone tier: each word spans its non-silent phones; the rest is
+    ``sil``. Returns intervals tiling the same range as ``phone_tier``."""
+    spans: dict[int, list[int]] = {}
+    for iv in phone_tier:
+        if iv.label != SILENCE:
+            span = spans.setdefault(iv.word, [iv.start, iv.end])
+            span[1] = iv.end
+    out = []
+    cursor = phone_tier[0].start
+    for word, (start, end) in spans.items():
+        if start > cursor:
+            out.append(Interval(cursor, start, SILENCE))
+        label = labels[word] if 0 <= word < len(labels) else phones.UNKNOWN
+        out.append(Interval(start, end, label, 0, word))
+        cursor = end
+    if phone_tier[-1].end > cursor:
+        out.append(Interval(cursor, phone_tier[-1].end, SILENCE))
+    return out
+
+
+def align(
+    synthesis: espeak.Synthesis, text: str, language: str
+) -> tuple[list[Interval], list[Interval]]:
+    """(phone tier, word tier) of one synthesis, in samples of ``synthesis.samples``."""
+    n_samples = len(synthesis.samples)
+    min_silence = round(MIN_SILENCE_S * synthesis.sample_rate)
+    phone_tier = tile(phone_marks(synthesis.events), n_samples)
+    phone_tier = trim_silence(phone_tier, zero_runs(synthesis.samples, min_silence))
+    labels = word_labels(text, synthesis.events, language)
+    return phone_tier, word_intervals(phone_tier, labels)
+
+
+# -- rendering ------------------------------------------------------------------------
+
+
+def pad(synthesis: espeak.Synthesis, seconds: float) -> espeak.Synthesis:
+    """Add ``seconds`` of digital silence before and after; event samples shift with it."""
+    n = round(seconds * synthesis.sample_rate)
+    ms = round(n * 1000 / synthesis.sample_rate)
+    shifted = tuple(
+        dataclasses.replace(e, sample=e.sample + n, audio_position_ms=e.audio_position_ms + ms)
+        for e in synthesis.events
+    )
+    samples = np.concatenate([np.zeros(n, np.int16), synthesis.samples, np.zeros(n, np.int16)])
+    return espeak.Synthesis(samples, synthesis.sample_rate, shifted)
+
+
+def render(job: Job, audio_dir: Path, sample_rate: int) -> tuple[dict, list[tuple]]:
+    """Synthesise, align, resample and write one utterance.
+
+    Returns its ``utterances.tsv`` row and its ``segments.tsv`` rows
+    ``(utterance_id, tier, start_s, end_s, label, stress)``.
+    """
+    speaker = job.speaker
+    settings = espeak.Settings(
+        speaker.voice, speaker.rate, speaker.pitch, speaker.pitch_range, job.seed
+    )
+    synthesis = pad(espeak.engine().synthesize(job.text, settings), PAD_S)
+    if not synthesis.samples.any():
+        raise CorpusError(f"espeak-ng produced no audio for {job.utterance_id!r}: {job.text!r}")
+    phone_tier, word_tier = align(synthesis, job.text, speaker.language)
+    native = synthesis.samples.astype(np.float32) / audio.PCM16_SCALE
+    samples = audio.resample(native, synthesis.sample_rate, sample_rate)
+    audio.write_wav(audio_dir / f"{job.utterance_id}.wav", samples, sample_rate)
+    duration = len(samples) / sample_rate
+    rows = [
+        row
+        for tier, intervals in (("phone", phone_tier), ("word", word_tier))
+        for row in _segment_rows(job.utterance_id, tier, intervals, synthesis.sample_rate, duration)
+    ]
+    return _utterance_row(job, duration, sample_rate), rows
+
+
+def _segment_rows(
+    utterance_id: str, tier: str, intervals: Sequence[Interval], rate: int, duration: float
+) -> list[tuple]:
+    """Intervals in samples at ``rate`` → rows in seconds, clipped to ``duration``; the
+    last interval ends exactly at ``duration``."""
+    rows = []
+    for i, iv in enumerate(intervals):
+        start = min(iv.start / rate, duration)
+        end = duration if i == len(intervals) - 1 else min(iv.end / rate, duration)
+        if end > start:
+            rows.append((utterance_id, tier, start, end, iv.label, iv.stress))
+    return rows
+
+
+def _utterance_row(job: Job, duration: float, sample_rate: int) -> dict:
+    speaker = job.speaker
+    return {
+        "utterance_id": job.utterance_id,
+        "audio": f"audio/{job.utterance_id}.wav",
+        "speaker": speaker.speaker_id,
+        "language": speaker.language,
+        "gender": speaker.gender,
+        "text": job.text,
+        "duration_s": duration,
+        "sample_rate": sample_rate,
+        "voice": speaker.voice,
+        "variant": speaker.variant,
+        "pitch": speaker.pitch,
+        "pitch_range": speaker.pitch_range,
+        "rate_wpm": speaker.rate,
+        "sentence_index": job.sentence_index,
+    }
+
+
+def _render_task(task: tuple[Job, Path, int]) -> tuple[dict, list[tuple]]:
+    return render(*task)
+
+
+def _init_worker() -> None:
+    espeak.engine()
+
+
+def render_all(jobs: Sequence[Job], audio_dir: Path, sample_rate: int, threads: int) -> list:
+    """Render ``jobs`` with ``threads`` worker processes; results in the order of ``jobs``.
+
+    Workers are forked (not spawned: spawning re-runs the main module, which breaks
+    scripts without a ``__main__`` guard such as Snakemake's) and each initialises its own
+    espeak-ng. The parent has never synthesised, so every worker starts from the same
+    pristine library state.
+    """
+    tasks = [(job, audio_dir, sample_rate) for job in jobs]
+    workers = max(1, min(int(threads), len(tasks)))
+    if workers == 1:
+        return [_render_task(task) for task in tasks]
+    context = multiprocessing.get_context("fork")
+    chunk = max(1, len(tasks) // (workers * 8))
+    with context.Pool(workers, initializer=_init_worker) as pool:
+        return list(pool.imap(_render_task, tasks, chunksize=chunk))
+
+
+# -- build ----------------------------------------------------------------------------
+
+
+def build(spec: Mapping, out_dir: Path, *, threads: int = 1) -> None:
+    """Build a ``synthetic`` corpus described by ``spec`` into ``out_dir`` (atomically).
+
+    Spec keys (defaults in :data:`DEFAULTS`): ``languages``, ``speakers_per_language``,
+    ``sentences_per_speaker``, ``seed``, ``sample_rate`` (Hz), ``sentences``
+    (language → sentence file). ``threads`` worker processes synthesise in parallel.
+    """
+    options = parse_spec(spec)
+    check_voices(options.languages, espeak.engine())
+    sentences = {lang: load_sentences(lang, options.sentences) for lang in options.languages}
+    jobs = plan(options, sentences, espeak.list_variants(espeak.engine().data_path))
+
+    def fill(tmp: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+        results = render_all(jobs, tmp / "audio", options.sample_rate, threads)
+        utterances = pd.DataFrame([row for row, _ in results])
+        segments = pd.DataFrame(
+            [seg for _, segs in results for seg in segs],
+            columns=["utterance_id", "tier", "start_s", "end_s", "label", "stress"],
+        )
+        return utterances, segments
+
+    write_corpus(out_dir, fill)
+    log.info("built synthetic corpus %s: %d utterances", out_dir, len(jobs))
