@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -41,9 +42,10 @@ def plot_corpus_summary(utterances: pd.DataFrame, segments: pd.DataFrame) -> Fig
     for colour, gender in zip(OKABE_ITO, minutes.columns, strict=False):
         ax_min.bar(languages, minutes[gender], bottom=bottom, color=colour, label=gender)
         bottom += minutes[gender]
+    ax_min.set_ylim(0, 1.3 * float(bottom.max()))  # room for the legend above the bars
     ax_min.set_ylabel("audio (min)")
     ax_min.set_title("Audio per language")
-    ax_min.legend(fontsize="small", frameon=False)
+    ax_min.legend(fontsize="small", frameon=False, ncols=2, loc="upper left")
 
     durations = [utterances.loc[utterances["language"] == lang, "duration_s"] for lang in languages]
     ax_dur.boxplot(durations, tick_labels=languages)
@@ -61,9 +63,11 @@ def plot_corpus_summary(utterances: pd.DataFrame, segments: pd.DataFrame) -> Fig
         ax_inv.bar(xs, inventory[tier], width=width, color=OKABE_ITO[4 + i % 4], label=tier)
     ax_inv.set_xticks(range(len(languages)), languages)
     ax_inv.set_yscale("log")
+    ax_inv.yaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax_inv.set_ylim(top=4 * float(inventory.to_numpy().max(initial=1)))
     ax_inv.set_ylabel("distinct labels")
     ax_inv.set_title("Inventory")
-    ax_inv.legend(fontsize="small", frameon=False)
+    ax_inv.legend(fontsize="small", frameon=False, ncols=2, loc="upper left")
     for ax in (ax_min, ax_dur, ax_inv):
         ax.tick_params(axis="x", labelrotation=45, labelsize="small")
     return fig
