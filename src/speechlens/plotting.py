@@ -35,9 +35,12 @@ def plot_corpus_summary(utterances: pd.DataFrame, segments: pd.DataFrame) -> Fig
     languages = sorted(utterances["language"].unique())
     fig, (ax_min, ax_dur, ax_inv) = plt.subplots(1, 3, figsize=(7.0, 2.6), layout="constrained")
 
-    minutes = utterances.pivot_table(
-        index="language", columns="gender", values="duration_s", aggfunc="sum", fill_value=0.0
-    ).reindex(languages) / 60.0
+    minutes = (
+        utterances.pivot_table(
+            index="language", columns="gender", values="duration_s", aggfunc="sum", fill_value=0.0
+        ).reindex(languages)
+        / 60.0
+    )
     bottom = pd.Series(0.0, index=languages)
     for colour, gender in zip(OKABE_ITO, minutes.columns, strict=False):
         ax_min.bar(languages, minutes[gender], bottom=bottom, color=colour, label=gender)
