@@ -24,6 +24,8 @@ include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/models.smk"
 include: "rules/features.smk"
+include: "rules/probes.smk"
+include: "rules/cka.smk"
 include: "rules/figures.smk"
 
 

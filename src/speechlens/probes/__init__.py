@@ -1,0 +1,1 @@
+"""Probe estimators that scikit-learn does not ship (see :mod:`speechlens.probing`)."""

@@ -1,0 +1,98 @@
+"""SUPERB-style weighted-sum probe: softmax weights over all layers + a linear classifier.
+
+Each layer's frame (or pooled) vectors are layer-normalised (no affine parameters), mixed
+with learnable softmax weights, and classified by one linear layer; all parameters are
+trained jointly in torch by minibatch Adam with cross-entropy. Parameters start at zero
+(uniform layer weights, a zero classifier) and minibatches are drawn by a seeded generator,
+so the same data and seed give the same fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+
+def _normalise(X: np.ndarray) -> torch.Tensor:
+    """(n, layer, feature) array -> float32 tensor (n, layer, feature), layer-normalised."""
+    h = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    return torch.nn.functional.layer_norm(h, h.shape[-1:])
+
+
+class WeightedSumClassifier(ClassifierMixin, BaseEstimator):
+    """Learnable softmax-weighted sum of layers + linear classifier (SUPERB).
+
+    ``fit(X, y)`` takes ``X`` of shape (n, layer, feature) and labels ``y`` (n,); after
+    fitting, ``layer_weights_`` (layer,) holds the softmax weights (they sum to 1).
+
+    Parameters: ``epochs`` passes of minibatch Adam (``batch_size`` samples, learning rate
+    ``lr``, ``weight_decay`` on the classifier weights), more passes when needed to take at
+    least ``min_steps`` steps (small data sets, e.g. utterance-level tasks); ``seed`` for the
+    minibatch order; ``threads`` torch CPU threads.
+    """
+
+    def __init__(
+        self,
+        epochs=20,
+        batch_size=1024,
+        lr=0.005,
+        weight_decay=1e-4,
+        min_steps=200,
+        seed=0,
+        threads=1,
+    ):
+        self.epochs = epochs
+        self.min_steps = min_steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.threads = threads
+
+    def fit(self, X, y):
+        self.classes_, target = np.unique(np.asarray(y), return_inverse=True)
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            h = _normalise(X)
+            n, n_layers, dim = h.shape
+            logits = torch.zeros(n_layers, requires_grad=True)
+            weight = torch.zeros(len(self.classes_), dim, requires_grad=True)
+            bias = torch.zeros(len(self.classes_), requires_grad=True)
+            target = torch.from_numpy(target)
+            opt = torch.optim.Adam(
+                [
+                    {"params": [logits, bias], "weight_decay": 0.0},
+                    {"params": [weight], "weight_decay": self.weight_decay},
+                ],
+                lr=self.lr,
+            )
+            gen = torch.Generator().manual_seed(int(self.seed))
+            per_epoch = -(-n // self.batch_size)
+            for _ in range(max(self.epochs, -(-self.min_steps // per_epoch))):
+                order = torch.randperm(n, generator=gen)
+                for start in range(0, n, self.batch_size):
+                    idx = order[start : start + self.batch_size]
+                    mixed = torch.einsum("nld,l->nd", h[idx], torch.softmax(logits, 0))
+                    loss = torch.nn.functional.cross_entropy(mixed @ weight.T + bias, target[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+        finally:
+            torch.set_num_threads(before)
+        self.layer_weights_ = torch.softmax(logits.detach(), 0).numpy().astype(np.float64)
+        self.coef_ = weight.detach().numpy().copy()
+        self.intercept_ = bias.detach().numpy().copy()
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        """Class scores (n, class) for ``X`` (n, layer, feature)."""
+        with torch.no_grad():
+            mix = torch.from_numpy(self.layer_weights_).float()
+            mixed = torch.einsum("nld,l->nd", _normalise(X), mix).numpy()
+        return mixed @ self.coef_.T + self.intercept_
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted labels (n,) for ``X`` (n, layer, feature)."""
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
