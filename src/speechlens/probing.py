@@ -138,7 +138,7 @@ SETTINGS_DEFAULTS: dict = {
     "mlp_patience": 3,  # epochs without validation improvement before stopping
     "weighted_sum_epochs": 20,
     "weighted_sum_batch_size": 1024,
-    "weighted_sum_lr": 0.005,  # Adam
+    "weighted_sum_lr": 0.01,  # Adam
     "weighted_sum_min_steps": 200,  # more epochs on small data (utterance-level tasks)
     "kmeans_seeds": 1,  # k-means runs per fold (seeds differ between folds and runs)
 }

@@ -59,3 +59,13 @@ def test_config_hash_is_stable_and_order_free():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
     assert len(config_hash({})) == 16
+
+
+def test_schema_probing_defaults_match_the_library():
+    from speechlens.probing import DEFAULT_TASKS, SETTINGS_DEFAULTS, TASK_DEFAULTS
+
+    config = {"corpora": {"a": {"kind": "synthetic"}}}
+    validate(config, str(SCHEMA_PATH))
+    assert config["probing"]["settings"] == SETTINGS_DEFAULTS
+    for name, task in DEFAULT_TASKS.items():
+        assert config["probing"]["tasks"][name] == {**TASK_DEFAULTS, **task}, name

@@ -8,7 +8,7 @@ with log_to(snakemake.log[0]):
     common = dict(
         estimator=s["estimator"], max_frames=s["max_frames"], seed=s["seed"], device=s["device"]
     )
-    if "store" in snakemake.input.keys():
+    if snakemake.rule == "cka_within":
         cka.within_model(snakemake.input.store, snakemake.output[0], **common)
     else:
         cka.across_models(

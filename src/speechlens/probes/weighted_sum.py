@@ -1,10 +1,12 @@
 """SUPERB-style weighted-sum probe: softmax weights over all layers + a linear classifier.
 
-Each layer's frame (or pooled) vectors are layer-normalised (no affine parameters), mixed
-with learnable softmax weights, and classified by one linear layer; all parameters are
-trained jointly in torch by minibatch Adam with cross-entropy. Parameters start at zero
-(uniform layer weights, a zero classifier) and minibatches are drawn by a seeded generator,
-so the same data and seed give the same fit.
+Each layer's features are standardised with the training data's statistics (as the other
+probes' ``StandardScaler``; without it a few huge dimensions, e.g. of a random-init model,
+stall training), each vector is then layer-normalised (no affine parameters) so that the
+layers are on one scale, mixed with learnable softmax weights, and classified by one linear
+layer; all parameters are trained jointly in torch by minibatch Adam with cross-entropy.
+Parameters start at zero (uniform layer weights, a zero classifier) and minibatches are
+drawn by a seeded generator, so the same data and seed give the same fit.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 
-def _normalise(X: np.ndarray) -> torch.Tensor:
-    """(n, layer, feature) array -> float32 tensor (n, layer, feature), layer-normalised."""
-    h = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+def _normalise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> torch.Tensor:
+    """(n, layer, feature) array -> float32 tensor of the same shape: standardised with
+    ``mean`` and ``scale`` (layer, feature), then layer-normalised."""
+    h = torch.from_numpy((np.asarray(X, dtype=np.float32) - mean) / scale)
     return torch.nn.functional.layer_norm(h, h.shape[-1:])
 
 
@@ -36,7 +39,7 @@ class WeightedSumClassifier(ClassifierMixin, BaseEstimator):
         self,
         epochs=20,
         batch_size=1024,
-        lr=0.005,
+        lr=0.01,
         weight_decay=1e-4,
         min_steps=200,
         seed=0,
@@ -55,7 +58,10 @@ class WeightedSumClassifier(ClassifierMixin, BaseEstimator):
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            h = _normalise(X)
+            X = np.asarray(X, dtype=np.float32)
+            self.mean_ = X.mean(axis=0)
+            self.scale_ = X.std(axis=0) + 1e-6
+            h = _normalise(X, self.mean_, self.scale_)
             n, n_layers, dim = h.shape
             logits = torch.zeros(n_layers, requires_grad=True)
             weight = torch.zeros(len(self.classes_), dim, requires_grad=True)
@@ -90,7 +96,8 @@ class WeightedSumClassifier(ClassifierMixin, BaseEstimator):
         """Class scores (n, class) for ``X`` (n, layer, feature)."""
         with torch.no_grad():
             mix = torch.from_numpy(self.layer_weights_).float()
-            mixed = torch.einsum("nld,l->nd", _normalise(X), mix).numpy()
+            h = _normalise(X, self.mean_, self.scale_)
+            mixed = torch.einsum("nld,l->nd", h, mix).numpy()
         return mixed @ self.coef_.T + self.intercept_
 
     def predict(self, X) -> np.ndarray:
