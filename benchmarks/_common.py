@@ -9,6 +9,17 @@ import pandas as pd
 
 from speechlens.corpora import synthetic
 
+SETTINGS = {
+    "dtype": "float16",
+    "chunk_frames": 4096,
+    "block_frames": 20000,
+    "batch_seconds": 60.0,
+    "shards": 1,
+    "device": "cpu",
+    "compute_dtype": "float32",
+}
+"""The default `features` settings of config/config.yaml, on the CPU."""
+
 
 def build_corpus(
     out: Path, *, languages=("en-us", "tr", "de", "es", "fr"), speakers=8, sentences=15, threads=2

@@ -2,6 +2,8 @@
 
 Extracts a synthetic corpus of N utterances and one of 4N with Whisper tiny.en, each in a
 fresh process, and prints both peak RSS values and their ratio. Target: ratio <= 1.10.
+Memory is bounded by `block_frames` (20000 frames by default), so N must already span a
+few blocks (the default N = 200 is about 2 blocks); a corpus smaller than one block uses less.
 
     .venv/bin/python benchmarks/extract_memory.py [--utterances 100] [--padding trim]
 """
@@ -15,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import build_corpus, whisper_tiny
+from _common import SETTINGS, build_corpus, whisper_tiny
 
 CHILD = """
 import json, resource, sys
@@ -26,15 +28,6 @@ adapter = make_adapter(spec, settings, threads=2)
 extract_corpus(adapter, sys.argv[3], sys.argv[4], settings=settings, attrs={})
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
-SETTINGS = {
-    "dtype": "float16",
-    "chunk_frames": 4096,
-    "block_frames": 20000,
-    "batch_seconds": 60.0,
-    "shards": 1,
-    "device": "cpu",
-    "compute_dtype": "float32",
-}
 
 
 def peak_rss_mb(spec: dict, corpus: Path, out: Path) -> float:
@@ -58,10 +51,10 @@ def peak_rss_mb(spec: dict, corpus: Path, out: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--utterances", type=int, default=100)
+    parser.add_argument("--utterances", type=int, default=200, help="1x size: several blocks")
     parser.add_argument("--padding", default="trim", choices=["trim", "pad30"])
     args = parser.parse_args()
-    per_speaker = max(1, round(args.utterances / 10))
+    per_speaker = max(1, round(args.utterances / 40))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         spec = {
@@ -72,9 +65,7 @@ def main() -> int:
         peaks = []
         for factor in (1, 4):
             corpus = tmp / f"c{factor}"
-            utts = build_corpus(
-                corpus, languages=("en-us", "de"), speakers=5, sentences=per_speaker * factor
-            )
+            utts = build_corpus(corpus, sentences=per_speaker * factor)
             peak = peak_rss_mb(spec, corpus, tmp / f"f{factor}.zarr")
             peaks.append(peak)
             print(

@@ -17,21 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from _common import Timer, build_corpus, du, wav2vec2_base_sized, whisper_tiny
+from _common import SETTINGS, Timer, build_corpus, du, wav2vec2_base_sized, whisper_tiny
 
 from speechlens import audio
 from speechlens.extract import extract_corpus, plan_batches, plan_blocks, plan_items
 from speechlens.models import make_adapter
-
-SETTINGS = {
-    "dtype": "float16",
-    "chunk_frames": 4096,
-    "block_frames": 20000,
-    "batch_seconds": 60.0,
-    "shards": 1,
-    "device": "cpu",
-    "compute_dtype": "float32",
-}
 
 
 def bare_loop(adapter, items) -> float:

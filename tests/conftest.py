@@ -35,3 +35,15 @@ def run_snakemake(workdir: Path, *args: str, configfile: Path | None = None, che
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tests use tiny models and matrices: torch's thread pool only adds overhead there, and
+    stalls when the CPUs are busy. The workflow's own jobs set their threads themselves."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,24 +109,39 @@ def run_blocks(
     batch_seconds: float,
     dtype: str,
 ) -> None:
-    """Extract the given blocks of ``items`` into ``group`` (rows shifted by ``row_offset``)."""
+    """Extract the given blocks of ``items`` into ``group`` (rows shifted by ``row_offset``).
+
+    A single background thread writes block ``k`` (cast, compression, I/O) while block
+    ``k + 1`` is computed; at most one write is pending, so memory stays at two blocks.
+    """
     max_samples = int(batch_seconds * adapter.sample_rate)
     n_utts = sum(len(b) for b in blocks)
     seconds = 0.0
     bar = tqdm(total=n_utts, unit="utt", file=_LogStream(), mininterval=5.0, ascii=True)
     start = time.perf_counter()
-    for block in blocks:
-        waves = [_load(adapter, items[i]) for i in block]
-        outputs: list[np.ndarray | None] = [None] * len(waves)
-        for batch in plan_batches([len(w) for w in waves], max_samples):
-            hidden = adapter.forward([waves[j] for j in batch])
-            for j, h in zip(batch, hidden, strict=True):
-                outputs[j] = np.asarray(h).astype(dtype, copy=False)
-        store.write_block(group, block.start - row_offset, outputs)
-        seconds += sum(len(w) for w in waves) / adapter.sample_rate
-        bar.update(len(block))
-        elapsed = max(time.perf_counter() - start, 1e-9)
-        bar.set_postfix_str(f"{seconds / elapsed:.1f} audio-s/s", refresh=False)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as writer:
+        pending = None
+        for block in blocks:
+            waves = [_load(adapter, items[i]) for i in block]
+            outputs: list[np.ndarray | None] = [None] * len(waves)
+            means: list[np.ndarray | None] = [None] * len(waves)
+            for batch in plan_batches([len(w) for w in waves], max_samples):
+                hidden = adapter.forward([waves[j] for j in batch])
+                for j, h in zip(batch, hidden, strict=True):
+                    means[j] = np.asarray(h, np.float32).mean(axis=1)
+                    outputs[j] = np.asarray(h).astype(dtype, copy=False)
+            if pending is not None:
+                pending.result()  # re-raises a failed write
+            pooled = np.stack(means, axis=1)
+            pending = writer.submit(
+                store.write_block, group, block.start - row_offset, outputs, pooled
+            )
+            seconds += sum(len(w) for w in waves) / adapter.sample_rate
+            bar.update(len(block))
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix_str(f"{seconds / elapsed:.1f} audio-s/s", refresh=False)
+        if pending is not None:
+            pending.result()
     bar.close()
     elapsed = max(time.perf_counter() - start, 1e-9)
     log.info(
@@ -253,7 +269,8 @@ def extract_corpus(
     table = pd.read_csv(
         utterances_tsv, sep="\t", dtype={"utterance_id": str}, keep_default_na=False
     )
-    adapter.load()
+    if not adapter.loaded:
+        adapter.load()
     items = plan_items(
         table["utterance_id"].tolist(),
         [corpus_dir / a for a in table["audio"]],

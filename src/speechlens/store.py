@@ -110,11 +110,18 @@ def create(
     return group
 
 
-def write_block(group: zarr.Group, utterance_start: int, hidden: Sequence[np.ndarray]) -> None:
+def write_block(
+    group: zarr.Group,
+    utterance_start: int,
+    hidden: Sequence[np.ndarray],
+    pooled: np.ndarray | None = None,
+) -> None:
     """Write consecutive utterances' hidden states, starting at store row ``utterance_start``.
 
     ``hidden[j]`` has shape (layer, frame_counts[utterance_start + j], feature); the frames of
-    the block are written as one contiguous slice, and their means into ``pooled``.
+    the block are written as one contiguous slice. ``pooled`` (layer, len(hidden), feature)
+    holds their means; pass it when ``hidden`` was already cast to a lower precision (means
+    taken before the cast), else it is computed here in float32.
     """
     if not hidden:
         return
@@ -126,11 +133,12 @@ def write_block(group: zarr.Group, utterance_start: int, hidden: Sequence[np.nda
             uid = group["utterance_id"][utterance_start + j]
             raise StoreError(f"utterance {uid}: hidden states {h.shape}, expected {expected}")
     dtype = group["hidden"].dtype
-    block = np.concatenate([np.asarray(h, np.float32) for h in hidden], axis=1)
+    if pooled is None:
+        pooled = np.stack([np.asarray(h, np.float32).mean(axis=1) for h in hidden], axis=1)
+    block = np.concatenate([np.asarray(h, dtype) for h in hidden], axis=1)
     first = int(starts[0])
-    group["hidden"][:, first : first + block.shape[1], :] = block.astype(dtype)
-    means = np.stack([np.asarray(h, np.float32).mean(axis=1) for h in hidden], axis=1)
-    group["pooled"][:, utterance_start : utterance_start + len(hidden), :] = means.astype(dtype)
+    group["hidden"][:, first : first + block.shape[1], :] = block
+    group["pooled"][:, utterance_start : utterance_start + len(hidden), :] = pooled.astype(dtype)
 
 
 def finish(group: zarr.Group, **attrs) -> None:

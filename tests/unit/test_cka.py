@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from speechlens import audio, cka, store
 from speechlens.extract import extract_corpus
@@ -14,14 +13,6 @@ from speechlens.similarity import cka_matrix, linear_cka
 
 HOP = 0.010  # the fine grid (logmel-like: centres at 12.5 ms, 22.5 ms, ...)
 FIRST = 0.0125
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_store(path, hidden, times, ids=None, rate=None, chunk_frames=64, **attrs):

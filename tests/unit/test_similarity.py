@@ -44,15 +44,6 @@ def related(rng, n=400, p=12, q=20, offset=3.0):
     return x, y
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matrices: torch's thread pool only adds overhead (and contention on busy hosts)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from speechlens import audio, store
 from speechlens.extract import extract_corpus, gather, plan_batches, plan_blocks, shard_blocks
@@ -21,14 +20,6 @@ SETTINGS = {
     "device": "cpu",
     "compute_dtype": "float32",
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
