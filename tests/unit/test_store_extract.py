@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 
 from speechlens import audio, store
-from speechlens.extract import extract_corpus, gather, plan_batches, plan_blocks, shard_blocks
+from speechlens.extract import (
+    bound_heap_growth,
+    extract_corpus,
+    gather,
+    plan_batches,
+    plan_blocks,
+    shard_blocks,
+)
 from speechlens.models import make_adapter
 from tests.tiny_models import save_tiny
 
@@ -153,3 +160,11 @@ def test_incomplete_store_is_rejected(corpus, tmp_path):
     store.validate(store.open_store(tmp_path / "s.zarr"))
     with pytest.raises(store.StoreError, match="expected"):
         store.write_block(group, 0, [np.ones((1, 4, 2))])
+
+
+def test_heap_growth_is_bounded_on_glibc():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert bound_heap_growth() is True
