@@ -8,6 +8,7 @@ off), switching to eager attention while attention weights are wanted, and prove
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import logging
@@ -213,9 +214,9 @@ class HFAdapter(Adapter):
         prepare_for_inference(self.model, self.torch_device, self.torch_dtype)
         self._loaded = True
 
+    @abc.abstractmethod
     def _build(self) -> None:
         """Set the geometry attributes (and trim ``self.model``) after loading."""
-        raise NotImplementedError
 
     def provenance(self) -> dict[str, Any]:
         self._require_loaded()
