@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -162,9 +164,6 @@ def test_incomplete_store_is_rejected(corpus, tmp_path):
         store.write_block(group, 0, [np.ones((1, 4, 2))])
 
 
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_heap_growth_is_bounded_on_glibc():
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("mallopt is glibc's")
     assert bound_heap_growth() is True
