@@ -20,12 +20,18 @@ check_config(config, SCHEMA)  # names every bad key
 validate(config, SCHEMA)  # fills the defaults
 
 
+report: "report/workflow.rst"  # front page of `snakemake --report`
+
+
 include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/models.smk"
+include: "rules/training.smk"
 include: "rules/features.smk"
 include: "rules/probes.smk"
 include: "rules/cka.smk"
+include: "rules/attention.smk"
+include: "rules/saliency.smk"
 include: "rules/figures.smk"
 
 
@@ -33,3 +39,5 @@ rule all:
     default_target: True
     input:
         all_outputs(),
+        attention_targets(),
+        saliency_targets(),

@@ -12,7 +12,8 @@ rule cka_within:
     resources:
         gpu=lambda wildcards: int(config["cka"]["device"] != "cpu"),
     params:
-        settings=config["cka"],
+        settings=settings_params("cka"),
+        code=code_version("cka.py"),
     script:
         "../workflow/scripts/cka.py"
 
@@ -33,6 +34,7 @@ rule cka_across:
     resources:
         gpu=lambda wildcards: int(config["cka"]["device"] != "cpu"),
     params:
-        settings=config["cka"],
+        settings=settings_params("cka"),
+        code=code_version("cka.py"),
     script:
         "../workflow/scripts/cka.py"

@@ -1,5 +1,7 @@
 rule corpus:
-    """Build a corpus folder (synthetic espeak-ng speech or a user's folder) per the contract."""
+    """Build a corpus folder (synthetic espeak-ng speech, a user's folder, or a public corpus:
+    librispeech downloaded into resources/downloads/, timit, commonvoice, voxceleb) per the contract.
+    """
     output:
         utterances="resources/corpora/{corpus}/utterances.tsv",
         segments="resources/corpora/{corpus}/segments.tsv",
@@ -11,5 +13,6 @@ rule corpus:
     threads: 8
     params:
         spec=corpus_spec,
+        code=code_version("corpus.py"),
     script:
         "../workflow/scripts/corpus.py"

@@ -18,8 +18,9 @@ rule features_shard:
         mem_mb=lambda wildcards: features_settings(wildcards)["mem_mb"],
     params:
         model=model_spec,
-        settings=features_settings,
+        settings=features_params,
         corpus=corpus_spec,
+        code=code_version("features.py"),
     script:
         "../workflow/scripts/features.py"
 
@@ -44,7 +45,8 @@ rule features:
         mem_mb=lambda wildcards: features_settings(wildcards)["mem_mb"],
     params:
         model=model_spec,
-        settings=features_settings,
+        settings=features_params,
         corpus=corpus_spec,
+        code=code_version("features.py"),
     script:
         "../workflow/scripts/features.py"

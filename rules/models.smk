@@ -8,5 +8,6 @@ rule convert_ct2_whisper:
         ENV
     params:
         package=lambda wildcards: wildcards.checkpoint.replace("_", "-"),
+        code=code_version("convert_ct2_whisper.py"),
     script:
         "../workflow/scripts/convert_ct2_whisper.py"

@@ -17,5 +17,6 @@ rule probe:
     params:
         task=lambda wildcards: config["probing"]["tasks"][wildcards.task],
         settings=config["probing"]["settings"],
+        code=code_version("probe.py"),
     script:
         "../workflow/scripts/probe.py"

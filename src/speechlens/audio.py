@@ -6,13 +6,21 @@ Pure functions over NumPy arrays. Conventions:
   ``(n, channels)`` for multichannel, ``n`` counted in samples (frames);
 - sample rates are in Hz, durations in seconds.
 
-Every problem with an input file (unreadable, corrupt, unsupported, empty, non-finite,
-silent) raises :class:`AudioError`, whose message names the file and the reason.
+Every problem with an input file raises :class:`AudioError`, whose message names the file
+and the reason: missing, unreadable, corrupt or unsupported (anything libsndfile cannot
+decode); truncated (a WAV/AIFF whose header declares more sample data than the file holds,
+which libsndfile would otherwise read silently as shorter audio); a native sample rate
+outside :data:`SAMPLE_RATE_RANGE`; longer than a given ``max_duration_s`` (checked from the
+header, before decoding); zero samples; NaN or infinite samples; silence.
+
+Multichannel audio is averaged to mono and any supported rate is resampled with soxr;
+:class:`AudioInfo` records both, so callers can note them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +33,11 @@ from speechlens.atomic import atomic_path
 SILENT_PEAK = 1e-5
 """Peak amplitude (full scale = 1) below which audio counts as silent: about -100 dBFS,
 a third of one 16-bit step, so only digital silence (or near it) is rejected."""
+
+SAMPLE_RATE_RANGE = (1000, 768_000)
+"""Native sample rates accepted (Hz, inclusive): telephone 8 kHz to high-resolution 768 kHz
+and anything between, with margin; outside it a header is taken to be corrupt (a rate of
+1 Hz would make resampling allocate thousands of samples per input sample)."""
 
 RESAMPLE_QUALITY = "HQ"
 PCM16_SCALE = 32767
@@ -65,22 +78,53 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
-def _read(path: str | os.PathLike) -> tuple[np.ndarray, int, str, str]:
+_CHUNK_SIZE = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}  # placeholders of streamed WAVs: length unknown
+
+
+def _read(
+    path: str | os.PathLike, max_duration_s: float | None = None
+) -> tuple[np.ndarray, int, str, str]:
     """Read a file with soundfile (WAV, FLAC, OGG, … as libsndfile supports).
 
     Returns ``(samples, rate, format, subtype)``: float32 samples of shape
     ``(n, channels)``, the file's sample rate in Hz, and libsndfile's format names.
-    Raises :class:`AudioError` for a missing, unreadable, corrupt or unsupported file.
+    Raises :class:`AudioError` for a missing, unreadable, corrupt, truncated or unsupported
+    file, a rate outside :data:`SAMPLE_RATE_RANGE`, or (from the header, before decoding)
+    audio longer than ``max_duration_s`` seconds.
     """
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "no such file")
     try:
         with sf.SoundFile(str(path)) as f:
+            rate = int(f.samplerate)
+            _check_header(path, f, rate, max_duration_s)
             samples = f.read(dtype="float32", always_2d=True)
-            return samples, int(f.samplerate), f.format, f.subtype
-    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as err:
+            return samples, rate, f.format, f.subtype
+    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError, MemoryError) as err:
+        if isinstance(err, AudioError):
+            raise
         raise AudioError(path, f"cannot read audio ({_one_line(err)})") from err
+
+
+def _check_header(path: Path, f: sf.SoundFile, rate: int, max_duration_s: float | None) -> None:
+    """Reject a truncated file, an implausible rate or too long audio before decoding."""
+    low, high = SAMPLE_RATE_RANGE
+    if not low <= rate <= high:
+        raise AudioError(path, f"sample rate {rate} Hz outside the supported {low}-{high} Hz")
+    for chunk, declared, present in _CHUNK_SIZE.findall(f.extra_info):
+        declared, present = int(declared), int(present)
+        if declared > present and declared not in _UNKNOWN_SIZES:
+            raise AudioError(
+                path,
+                f"truncated file: the header declares {declared} bytes of audio ({chunk!r} "
+                f"chunk), the file holds {present}",
+            )
+    if max_duration_s is not None and f.frames / rate > max_duration_s:
+        raise AudioError(
+            path, f"too long: {f.frames / rate:.2f} s > max_duration_s {max_duration_s:g} s"
+        )
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
@@ -89,7 +133,8 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
         return samples
     if samples.shape[1] == 1:
         return samples[:, 0]
-    return samples.mean(axis=1, dtype=np.float64).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: NaN, caught by validate
+        return samples.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
 def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
@@ -132,15 +177,18 @@ def load_with_info(
     sample_rate: int | None = None,
     mono: bool = True,
     check: bool = True,
+    max_duration_s: float | None = None,
 ) -> tuple[np.ndarray, int, AudioInfo]:
     """Load an audio file; returns ``(samples, sample_rate, info)``.
 
     ``samples`` are float32, ``(n,)`` when ``mono`` (channels averaged) else
     ``(n, channels)``; ``sample_rate`` is the file's rate unless ``sample_rate`` (Hz) asks
     for another, in which case soxr resamples (high quality). With ``check`` the samples are
-    :func:`validate`-d after mixing and before resampling. Raises :class:`AudioError`.
+    :func:`validate`-d after mixing and before resampling, and again (finite, non-empty)
+    after it. Audio longer than ``max_duration_s`` seconds (None: no limit) is rejected from
+    its header, before decoding. Raises :class:`AudioError`.
     """
-    data, native_rate, fmt, subtype = _read(path)
+    data, native_rate, fmt, subtype = _read(path, max_duration_s)
     channels = data.shape[1]
     if mono:
         data = to_mono(data)
@@ -150,6 +198,10 @@ def load_with_info(
     out = resample(data, native_rate, target)
     if check and len(out) == 0:
         raise AudioError(path, f"too short: {len(data)} samples at {native_rate} Hz")
+    if check and out is not data and not np.isfinite(out).all():
+        raise AudioError(
+            path, f"resampling {native_rate} -> {target} Hz overflowed (samples far beyond 1.0)"
+        )
     info = AudioInfo(
         path=str(path),
         format=fmt,
@@ -171,6 +223,7 @@ def load(
     sample_rate: int | None = None,
     mono: bool = True,
     check: bool = True,
+    max_duration_s: float | None = None,
 ) -> tuple[np.ndarray, int]:
     """Load an audio file; returns ``(samples, sample_rate)``.
 
@@ -178,7 +231,9 @@ def load(
     resampled with soxr to ``sample_rate`` Hz when given. See :func:`load_with_info` for
     what was done to the file (mixing, resampling).
     """
-    samples, rate, _ = load_with_info(path, sample_rate=sample_rate, mono=mono, check=check)
+    samples, rate, _ = load_with_info(
+        path, sample_rate=sample_rate, mono=mono, check=check, max_duration_s=max_duration_s
+    )
     return samples, rate
 
 

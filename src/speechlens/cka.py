@@ -159,7 +159,10 @@ def segment_units(ds_a: xr.Dataset, ds_b: xr.Dataset, segments: pd.DataFrame, ti
     rows_b = match_utterances(ds_a, ds_b)
     table = segments[segments["tier"] == tier]
     if table.empty:
-        raise CkaError(f"no segments of tier {tier!r} (tiers: {sorted(set(segments['tier']))})")
+        raise CkaError(
+            f"align 'segment': no segments of tier {tier!r} (config key cka.tier); "
+            f"the corpus has tiers {sorted(set(segments['tier']))}"
+        )
     by_utt = {u: g.sort_values("start_s") for u, g in table.groupby("utterance_id", sort=False)}
     frames_a, frames_b = list(_utterance_frames(ds_a)), list(_utterance_frames(ds_b))
     parts = []
@@ -369,7 +372,11 @@ def compute(
     ds_b = ds_a if within else _open(store_b)
     units, available = _sampled_units(ds_a, ds_b, align, segments_tsv, tier, max_frames, seed)
     if len(units) < 4:
-        raise CkaError(f"only {len(units)} aligned units (frames or segments); CKA needs >= 4")
+        raise CkaError(
+            f"{_model_name(ds_a, store_a)} vs {_model_name(ds_b, store_b or store_a)} "
+            f"(align {align!r}): only {len(units)} units with frames in both stores "
+            f"({ds_a.sizes['frame']} and {ds_b.sizes['frame']} frames); CKA needs >= 4"
+        )
     dev = resolve_device(device)
     log.info(
         "CKA (%s, align %s) on %d of %d units, device %s",

@@ -52,6 +52,41 @@ def plan_items(utterance_ids: Sequence[str], paths: Sequence[Path], sample_rate:
     return items
 
 
+def check_lengths(
+    items: Sequence[Item],
+    frame_counts: Sequence[int],
+    max_samples: int | None,
+    sample_rate: int,
+    where,
+) -> None:
+    """Raise :class:`store.StoreError` naming ``where`` (the corpus table) and every utterance
+    the model cannot take, before any extraction work: longer than ``max_samples`` samples at
+    ``sample_rate`` Hz (the model's input limit; None: no limit), or so short that the model
+    gives no frame for it (``frame_counts[i] == 0``; its pooled mean would be undefined)."""
+    long = [] if max_samples is None else [it for it in items if it.n_samples > max_samples]
+    if long:
+        raise store.StoreError(
+            f"{where}: {len(long)} utterance(s) longer than the model accepts "
+            f"({max_samples / sample_rate:g} s): {_show(long, sample_rate)}. "
+            f"Split them, or give the corpus `max_duration_s: {max_samples / sample_rate:g}` "
+            "with `on_bad_audio: skip` to drop them when the corpus is built."
+        )
+    short = [it for it, count in zip(items, frame_counts, strict=True) if count == 0]
+    if short:
+        raise store.StoreError(
+            f"{where}: {len(short)} utterance(s) too short to give the model a single frame: "
+            f"{_show(short, sample_rate)}. Remove them from the corpus."
+        )
+
+
+def _show(items: Sequence[Item], sample_rate: int, limit: int = 5) -> str:
+    """``'id' (1.23 s), ...`` for the first ``limit`` items, then how many more."""
+    shown = ", ".join(
+        f"{i.utterance_id!r} ({i.n_samples / sample_rate:.3f} s)" for i in items[:limit]
+    )
+    return shown + (f", and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def plan_blocks(frame_counts: Sequence[int], block_frames: int) -> list[range]:
     """Split store rows into consecutive blocks of at most ``block_frames`` frames (>= 1 row)."""
     blocks, start, total = [], 0, 0
@@ -298,6 +333,8 @@ def extract_corpus(
         [corpus_dir / a for a in table["audio"]],
         adapter.sample_rate,
     )
+    counts = [adapter.frame_count(it.n_samples) for it in items]
+    check_lengths(items, counts, adapter.max_samples, adapter.sample_rate, utterances_tsv)
     provenance = {
         **adapter.provenance(),
         "frame_rate_hz": adapter.frame_rate_hz,

@@ -18,6 +18,9 @@ segment order of the cap and hence, up to the cap, the same segments, one frame 
 one nearest the segment centre) wherever the model's grid puts a frame centre in them; the
 folds (drawn on the corpus units, below); the control mapping.
 
+A task's ``where`` (``{column: value or [values]}``, e.g. ``{language: en-us}``) keeps only
+the utterances matching every column: the others give no sample and no units for the folds.
+
 Cross-validation (scikit-learn splitters; one set of folds for every layer and probe). The
 splitter runs over the sampling *units* of the store's utterances (segments, or utterances
 for utterance-level tasks), which fixes the test fold of every CV group; each sample is
@@ -110,6 +113,7 @@ TASK_DEFAULTS: dict = {
     "silence": "keep",  # keep | drop the `sil` label (and, for column sources, its frames)
     "knn_k": 10,
     "control": False,  # also probe a type-level control task; adds selectivity rows
+    "where": None,  # {column: value or [values]}: only utterances matching every column
 }
 
 #: The shipped tasks (the default experiment's `probing.tasks`).
@@ -168,7 +172,60 @@ def resolve_task(task: Mapping) -> dict:
         raise ProbingError(f"task silence {out['silence']!r}: use {lab.SILENCE_POLICIES}")
     if int(out["folds"]) < 2:
         raise ProbingError("task folds must be >= 2")
+    if out["where"] is not None and not isinstance(out["where"], Mapping):
+        raise ProbingError(f"task where {out['where']!r}: use a mapping {{column: value(s)}}")
     return out
+
+
+def where_mask(utts: pd.DataFrame, where: Mapping | None) -> np.ndarray:
+    """Bool mask of the rows of ``utts`` whose every ``where`` column holds the value (or one
+    of the list of values), compared as strings; all rows when ``where`` is empty."""
+    keep = np.ones(len(utts), dtype=bool)
+    for column, wanted in (where or {}).items():
+        if column not in utts.columns:
+            raise ProbingError(f"task where: {column!r} is not a column of utterances.tsv")
+        values = wanted if isinstance(wanted, list | tuple) else [wanted]
+        keep &= utts[column].astype(str).isin([str(v) for v in values]).to_numpy()
+    if where and not keep.any():
+        raise ProbingError(f"task where {dict(where)!r} matches no utterance of the store")
+    return keep
+
+
+def check_task_sources(
+    task: Mapping, name: str, utterances: pd.DataFrame, segments: pd.DataFrame
+) -> None:
+    """Raise :class:`ProbingError` naming the config key ``probing.tasks.<name>`` when the
+    task's ``source``, ``group_by`` or a ``where`` column is missing from the corpus, listing
+    what is there.
+
+    A frame-level ``source`` is a tier of ``segments`` or a column of ``utterances``; an
+    utterance-level ``source``, ``group_by`` and the ``where`` keys are columns of
+    ``utterances``.
+    """
+    key = f"config key probing.tasks.{name}"
+    tiers = sorted(set(segments["tier"].astype(str)))
+    columns = list(utterances.columns)
+    source = task["source"]
+    if task["level"] == "frame" and source not in tiers and source not in columns:
+        raise ProbingError(
+            f"{key}.source {source!r} is neither a tier of segments.tsv (tiers: {tiers}) "
+            f"nor a column of utterances.tsv (columns: {columns})"
+        )
+    if task["level"] == "utterance" and source not in columns:
+        raise ProbingError(
+            f"{key}.source {source!r} is not a column of utterances.tsv (columns: {columns}"
+            + (f"; {source!r} is a tier: use level frame)" if source in tiers else ")")
+        )
+    group_by = task.get("group_by")
+    if group_by is not None and group_by not in columns:
+        raise ProbingError(
+            f"{key}.group_by {group_by!r} is not a column of utterances.tsv (columns: {columns})"
+        )
+    missing = [c for c in task.get("where") or {} if c not in columns]
+    if missing:
+        raise ProbingError(
+            f"{key}.where: {missing} not columns of utterances.tsv (columns: {columns})"
+        )
 
 
 @dataclass
@@ -244,6 +301,9 @@ def frame_samples(ds, utterances: pd.DataFrame, segments: pd.DataFrame, task: di
     """
     utts = _utterance_rows(ds, utterances)
     units, from_column = _frame_units(segments, utts, task)
+    if task["where"]:
+        allowed = set(utts["utterance_id"][where_mask(utts, task["where"])])
+        units = units[units["utterance_id"].isin(allowed)].reset_index(drop=True)
     table = lab.frame_table(
         utts["utterance_id"].to_numpy(dtype=object)[ds["utterance_index"].values],
         ds["time_s"].values,
@@ -350,6 +410,9 @@ def utterance_samples(ds, utterances: pd.DataFrame, task: dict) -> dict:
         }
     )
     unit = pd.DataFrame({"label": label, "raw": label, "group": table["group"].to_numpy()})
+    if task["where"]:
+        keep = where_mask(utts, task["where"])
+        table, unit = table[keep], unit[keep]
     out = _select(table, unit, len(utterances), task, len(utts))
     if task["group_by"] is None:
         out["group"] = None
@@ -668,13 +731,14 @@ def run_task(
     atomically. ``task`` and ``settings`` may be partial (defaults from
     :data:`TASK_DEFAULTS` and :data:`SETTINGS_DEFAULTS`).
     """
+    out_tsv = Path(out_tsv)
+    name = name or out_tsv.stem
     task = resolve_task(task)
     settings = {**SETTINGS_DEFAULTS, **settings}
     utterances, segments = read_tables(utterances_tsv, segments_tsv)
+    check_task_sources(task, name, utterances, segments)  # before the store is opened
     data, attrs = load_task(store_path, utterances, segments, task)
     table, info = probe_arrays(data, task, settings, threads=threads)
-    out_tsv = Path(out_tsv)
-    name = name or out_tsv.stem
     table.insert(0, "level", task["level"])
     table.insert(0, "task", name)
     table.insert(0, "model", str(attrs.get("model", "")))

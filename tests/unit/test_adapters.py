@@ -77,6 +77,7 @@ def test_registry_names_every_family():
         "data2vec-audio",
         "logmel",
         "mfcc",
+        "tera",  # tests/unit/test_tera.py
     }
     for name, cls in ADAPTERS.items():
         assert cls.family == name

@@ -14,11 +14,7 @@ from tests.conftest import REPO, run_snakemake
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    proc = run_snakemake(workdir, "--cores", "2", configfile=TINY)
-    return workdir, proc
+# `tiny_run` (one run of the tiny config, shared with test_figures.py): tests/workflow/conftest.py
 
 
 def test_tiny_workflow_builds_the_corpus_and_its_figure(tiny_run):

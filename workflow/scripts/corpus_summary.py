@@ -7,6 +7,5 @@ from speechlens.plotting import plot_corpus_summary
 
 with log_to(snakemake.log[0]):
     utterances, segments = read_tables(snakemake.input.utterances, snakemake.input.segments)
-    save_figure(
-        plot_corpus_summary(utterances, segments), snakemake.output.png, snakemake.output.pdf
-    )
+    fig = plot_corpus_summary(utterances, segments)
+    save_figure(fig, snakemake.output.png, snakemake.output.pdf, dpi=snakemake.params.dpi)

@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from speechlens.corpora import folder, synthetic
+from speechlens.corpora import commonvoice, folder, librispeech, synthetic, timit, voxceleb
 
 CORPORA: dict[str, Callable[..., None]] = {
     "synthetic": synthetic.build,
     "folder": folder.build,
+    "librispeech": librispeech.build,
+    "timit": timit.build,
+    "commonvoice": commonvoice.build,
+    "voxceleb": voxceleb.build,
 }
 
 

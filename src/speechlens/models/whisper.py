@@ -213,6 +213,11 @@ class WhisperAdapter(HFAdapter):
             states.append(x[:, :keep])
         return torch.stack(states)
 
+    def attention_projections(self) -> list[nn.Module]:
+        """Each encoder block's ``self_attn.out_proj`` (input: heads concatenated, head-major)."""
+        self._require_loaded()
+        return [layer.self_attn.out_proj for layer in self.model.layers]
+
     def _frames_from_mel(self, n_mel: int) -> int:
         """Encoder frames of ``n_mel`` mel frames (conv arithmetic of conv1 and conv2)."""
         for kernel, stride, padding in self.convs:

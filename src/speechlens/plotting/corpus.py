@@ -1,31 +1,16 @@
-"""Figures: ``plot_*(data, ...) -> Figure``. Never saves; rules save via speechlens.atomic.
-
-Colours are the Okabe-Ito palette (colour-blind safe); sizes fit a paper's text width.
-"""
+"""Corpus figure: audio per language, utterance durations and label inventories."""
 
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker as ticker  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-OKABE_ITO = [
-    "#E69F00",
-    "#56B4E9",
-    "#009E73",
-    "#F0E442",
-    "#0072B2",
-    "#D55E00",
-    "#CC79A7",
-    "#000000",
-]
+from speechlens.plotting.style import MIN_FONT_PT, OKABE_ITO, TEXT_WIDTH, styled
 
 
+@styled
 def plot_corpus_summary(utterances: pd.DataFrame, segments: pd.DataFrame) -> Figure:
     """Three panels per language: audio minutes by gender, utterance durations (s), and the
     number of distinct phone and word labels (silence excluded).
@@ -33,7 +18,9 @@ def plot_corpus_summary(utterances: pd.DataFrame, segments: pd.DataFrame) -> Fig
     ``utterances`` and ``segments`` follow the corpus contract (DESIGN.md).
     """
     languages = sorted(utterances["language"].unique())
-    fig, (ax_min, ax_dur, ax_inv) = plt.subplots(1, 3, figsize=(7.0, 2.6), layout="constrained")
+    fig, (ax_min, ax_dur, ax_inv) = plt.subplots(
+        1, 3, figsize=(TEXT_WIDTH, 2.6), layout="constrained"
+    )
 
     minutes = (
         utterances.pivot_table(
@@ -48,7 +35,7 @@ def plot_corpus_summary(utterances: pd.DataFrame, segments: pd.DataFrame) -> Fig
     ax_min.set_ylim(0, 1.3 * float(bottom.max()))  # room for the legend above the bars
     ax_min.set_ylabel("audio (min)")
     ax_min.set_title("Audio per language")
-    ax_min.legend(fontsize="small", frameon=False, ncols=2, loc="upper left")
+    ax_min.legend(fontsize=MIN_FONT_PT, frameon=False, ncols=2, loc="upper left")
 
     durations = [utterances.loc[utterances["language"] == lang, "duration_s"] for lang in languages]
     ax_dur.boxplot(durations, tick_labels=languages)
@@ -70,7 +57,7 @@ def plot_corpus_summary(utterances: pd.DataFrame, segments: pd.DataFrame) -> Fig
     ax_inv.set_ylim(top=4 * float(inventory.to_numpy().max(initial=1)))
     ax_inv.set_ylabel("distinct labels")
     ax_inv.set_title("Inventory")
-    ax_inv.legend(fontsize="small", frameon=False, ncols=2, loc="upper left")
+    ax_inv.legend(fontsize=MIN_FONT_PT, frameon=False, ncols=2, loc="upper left")
     for ax in (ax_min, ax_dur, ax_inv):
-        ax.tick_params(axis="x", labelrotation=45, labelsize="small")
+        ax.tick_params(axis="x", labelrotation=45, labelsize=MIN_FONT_PT)
     return fig

@@ -1,0 +1,76 @@
+# Input functions and targets of rules/figures.smk (kept apart: snakemake --lint wants
+# functions and rules in separate files). No computation here.
+
+SPECTRAL = ("logmel", "mfcc")  # one-layer spectral baselines
+
+
+def layered_models():
+    """Configured models with more than one layer (not the spectral baselines), sorted."""
+    return [
+        m
+        for m in sorted(config["models"])
+        if config["models"][m]["family"] not in SPECTRAL
+    ]
+
+
+def probe_figures():
+    """Per-layer probes drawn (figures.probes) that some task runs, in config order."""
+    run = {p for task in config["probing"]["tasks"].values() for p in task["probes"]}
+    return [p for p in config["figures"]["probes"] if p in run]
+
+
+def weighted_sum_tasks():
+    """Tasks that run the weighted-sum probe, sorted."""
+    tasks = config["probing"]["tasks"]
+    return [t for t in sorted(tasks) if "weighted_sum" in tasks[t]["probes"]]
+
+
+def probe_tables(tasks, models):
+    """Input function: the probe tables of the given tasks and models of a corpus."""
+
+    def tables(wildcards):
+        return expand(
+            "results/{corpus}/{model}/probes/{task}.tsv",
+            corpus=wildcards.corpus,
+            model=models,
+            task=tasks,
+        )
+
+    return tables
+
+
+def probe_figure_tasks(wildcards):
+    """Tasks that run probe {probe}, sorted."""
+    tasks = config["probing"]["tasks"]
+    return [t for t in sorted(tasks) if wildcards.probe in tasks[t]["probes"]]
+
+
+def probe_figure_tables(wildcards):
+    return probe_tables(probe_figure_tasks(wildcards), sorted(config["models"]))(
+        wildcards
+    )
+
+
+def cka_pair_paths(wildcards):
+    """The across-model CKA matrices of a corpus, in config order."""
+    return [
+        f"results/{wildcards.corpus}/cka/{a}--{b}.zarr"
+        for a, b in config["cka"]["pairs"]
+    ]
+
+
+def figure_targets():
+    """Every figure and report page of the configured experiment (PNG paths)."""
+    out = []
+    for corpus in sorted(config["corpora"]):
+        fig = f"results/figures/{corpus}"
+        out += [f"{fig}/probes_{p}.png" for p in probe_figures() if config["models"]]
+        if weighted_sum_tasks() and layered_models():
+            out.append(f"{fig}/layer_weights.png")
+        if config["cka"]["within"] and layered_models():
+            out.append(f"{fig}/cka_within.png")
+        if config["cka"]["pairs"]:
+            out.append(f"{fig}/cka_across.png")
+        if config["models"]:
+            out.append(f"results/{corpus}/provenance.html")
+    return out

@@ -1,0 +1,352 @@
+"""Probing figures: score vs layer per task, and the weighted-sum probe's layer weights.
+
+Both take the tidy probe tables of :mod:`speechlens.probing` (concatenated over models and
+tasks, see :func:`read_probe_tables`): columns ``model, task, layer, probe, fold, metric,
+value`` with ``layer`` an int or ``all`` and ``fold`` an int, ``mean`` or ``std``. Curves
+plot the table's ``mean`` rows; the band is ``mean ± std`` (the table's ``std`` rows, ddof 1)
+or the ``range`` of the per-fold values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from speechlens.plotting.style import (
+    BASELINE_COLOUR,
+    COLUMN_WIDTH,
+    TEXT_WIDTH,
+    grid,
+    model_styles,
+    styled,
+)
+
+REQUIRED = ("model", "task", "layer", "probe", "fold", "metric", "value")
+SPREADS = ("sd", "range")
+#: Axis labels of the table's metrics (all unitless scores).
+METRIC_LABELS = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "nmi": "NMI",
+    "ami": "AMI",
+    "layer_weight": "layer weight",
+}
+#: Metrics bounded by [0, 1] where the axis is fixed to that range (comparable panels).
+BOUNDED = ("accuracy", "macro_f1")
+SPREAD_LABELS = {"sd": "±1 sd over folds", "range": "min–max over folds"}
+
+
+def read_probe_tables(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate probe tables (``probes/{task}.tsv``); ``layer`` and ``fold`` stay strings.
+
+    Raises ``ValueError`` naming the file when a required column is missing or a value is
+    not a number.
+    """
+    frames = []
+    for path in paths:
+        table = pd.read_csv(
+            path, sep="\t", dtype={"layer": str, "fold": str}, keep_default_na=False
+        )
+        missing = [c for c in REQUIRED if c not in table.columns]
+        if missing:
+            raise ValueError(f"{path}: probe table lacks columns {missing}")
+        values = pd.to_numeric(table["value"], errors="coerce")
+        bad = values.isna() & (table["value"].astype(str) != "")
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
+            raise ValueError(f"{path}: line {row}: value {table['value'].iloc[row - 2]!r}")
+        frames.append(table.assign(value=values))
+    if not frames:
+        raise ValueError("no probe tables given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def layer_curve(
+    table: pd.DataFrame, model: str, task: str, probe: str, metric: str, spread: str = "sd"
+) -> pd.DataFrame:
+    """One model's per-layer curve: DataFrame indexed by int ``layer`` (sorted) with columns
+    ``mean`` (the table's fold mean), ``low`` and ``high`` (the band, see the module doc).
+    Empty when the table has no such rows; ``layer = all`` rows are never included."""
+    if spread not in SPREADS:
+        raise ValueError(f"spread {spread!r}: use one of {SPREADS}")
+    rows = table[
+        (table["model"] == model)
+        & (table["task"] == task)
+        & (table["probe"] == probe)
+        & (table["metric"] == metric)
+        & (table["layer"].astype(str) != "all")
+    ]
+    if rows.empty:
+        return pd.DataFrame(columns=["mean", "low", "high"], index=pd.Index([], name="layer"))
+    rows = rows.assign(layer=rows["layer"].astype(int), fold=rows["fold"].astype(str))
+    mean = rows[rows["fold"] == "mean"].set_index("layer")["value"].sort_index()
+    if spread == "sd":
+        std = rows[rows["fold"] == "std"].set_index("layer")["value"].reindex(mean.index)
+        low, high = mean - std.fillna(0.0), mean + std.fillna(0.0)
+    else:
+        folds = rows[~rows["fold"].isin(["mean", "std"])].groupby("layer")["value"]
+        low, high = folds.min().reindex(mean.index), folds.max().reindex(mean.index)
+    return pd.DataFrame({"mean": mean, "low": low, "high": high})
+
+
+def baseline(table: pd.DataFrame, task: str, name: str, metric: str) -> float | None:
+    """The fold mean of baseline ``name`` (``chance`` or ``majority``) for a task, averaged
+    over the models' tables (they differ only where a frame grid cannot sample a unit);
+    None when the tables have no such rows."""
+    rows = table[
+        (table["task"] == task)
+        & (table["probe"] == name)
+        & (table["metric"] == metric)
+        & (table["fold"].astype(str) == "mean")
+    ]
+    return None if rows.empty else float(rows["value"].mean())
+
+
+def _order(values: Sequence[str] | None, found: Iterable[str]) -> list[str]:
+    found = list(dict.fromkeys(found))
+    return list(values) if values is not None else sorted(found)
+
+
+def _panels(nrows_cols: tuple[int, int], n: int, width: float, row_height: float):
+    rows, cols = nrows_cols
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(width, row_height * rows + 0.5),
+        layout="constrained",
+        squeeze=False,
+    )
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        fig.delaxes(ax)  # no empty panels
+    return fig, flat[:n]
+
+
+def _draw_curve(ax, curve: pd.DataFrame, style: dict, label: str, band: bool = True) -> None:
+    """A model's curve on ``ax``: line + band, or for a one-layer model (spectral
+    baselines) a point with its spread as error bar and a thin horizontal line across."""
+    layers = curve.index.to_numpy()
+    mean = curve["mean"].to_numpy(float)
+    if len(curve) == 1:
+        ax.axhline(mean[0], color=style["color"], linewidth=0.7, alpha=0.6, label=label)
+        err = np.abs(
+            np.array([[mean[0] - curve["low"].iloc[0]], [curve["high"].iloc[0] - mean[0]]])
+        )
+        ax.errorbar(
+            layers,
+            mean,
+            yerr=err if band else None,
+            fmt="o",
+            color=style["color"],
+            label=label,
+            capsize=2,
+        )
+        return
+    ax.plot(layers, mean, marker="o", markersize=2.5, label=label, **style)
+    if band:
+        ax.fill_between(
+            layers,
+            curve["low"].to_numpy(float),
+            curve["high"].to_numpy(float),
+            color=style["color"],
+            alpha=0.2,
+            linewidth=0,
+            label=f"{label} band",
+        )
+
+
+def _model_handle(model: str, style: dict, single_layer: bool) -> Line2D:
+    """Legend entry of a model; one-layer models show their point marker."""
+    return Line2D([], [], label=model, marker="o" if single_layer else None, **style)
+
+
+def _legend_cols(fig: Figure, handles: list) -> int:
+    """Columns of a figure legend: 4 across a page-wide figure, 2 across a column."""
+    return min(len(handles), 4 if fig.get_figwidth() > COLUMN_WIDTH else 2)
+
+
+def _finish_axis(ax, metric: str, title: str, ylabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.margins(x=0.04)
+
+
+@styled
+def plot_probe_curves(
+    table: pd.DataFrame,
+    probe: str = "linear",
+    metric: str = "macro_f1",
+    *,
+    spread: str = "sd",
+    models: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    max_cols: int = 3,
+) -> Figure:
+    """Score vs layer of one probe: one panel per task, one line per model.
+
+    Each line is the fold mean of ``metric`` at each layer, with a band for the fold spread
+    (``spread``: ``sd`` = ±1 sd, ``range`` = min–max over folds); the task's control task
+    (probe ``{probe}_control``) is a dashed line in the model's colour; ``chance`` and
+    ``majority`` baselines are grey horizontal lines. A task with ``{probe}_selectivity``
+    rows gets a second panel right after it: selectivity (task − control, same metric) vs
+    layer. One-layer models (spectral baselines) are a point at layer 0 with a dotted
+    horizontal marker across the panel.
+
+    ``models`` fixes the order and colours (pass every model of the experiment so colours
+    match across figures); ``tasks`` the panel order (default: sorted). Models or tasks
+    without rows are left out; raises ``ValueError`` when nothing is left to draw.
+    """
+    if spread not in SPREADS:
+        raise ValueError(f"spread {spread!r}: use one of {SPREADS}")
+    models = _order(models, table["model"])
+    styles = model_styles(models)
+    tasks = _order(tasks, table["task"])
+    panels = []
+    for task in tasks:
+        for kind, name in (("score", probe), ("selectivity", f"{probe}_selectivity")):
+            if any(not layer_curve(table, m, task, name, metric).empty for m in models):
+                panels.append((kind, task))
+    if not panels:
+        raise ValueError(f"no per-layer {probe!r} rows with metric {metric!r} in the probe tables")
+    shape = grid(len(panels), max_cols)
+    width = COLUMN_WIDTH if shape[1] == 1 else TEXT_WIDTH
+    fig, axes = _panels(shape, len(panels), width, 1.9)
+    label = METRIC_LABELS.get(metric, metric)
+    drawn, single, controls, baselines = [], set(), False, set()
+    for ax, (kind, task) in zip(axes, panels, strict=True):
+        name = probe if kind == "score" else f"{probe}_selectivity"
+        for model in models:
+            curve = layer_curve(table, model, task, name, metric, spread)
+            if curve.empty:
+                continue
+            _draw_curve(ax, curve, styles[model], model)
+            drawn.append(model)
+            if len(curve) == 1:
+                single.add(model)
+            control = layer_curve(table, model, task, f"{probe}_control", metric, spread)
+            if kind == "score" and not control.empty:
+                controls = True
+                ax.plot(
+                    control.index.to_numpy(),
+                    control["mean"].to_numpy(float),
+                    color=styles[model]["color"],
+                    linestyle="--",
+                    linewidth=0.9,
+                    marker="x" if len(control) == 1 else None,
+                    label=f"{model} control",
+                )
+        if kind == "score":
+            for base, ls in (("chance", ":"), ("majority", "-.")):
+                value = baseline(table, task, base, metric)
+                if value is not None:
+                    baselines.add(base)
+                    ax.axhline(
+                        value, color=BASELINE_COLOUR, linestyle=ls, linewidth=1.0, label=base
+                    )
+            if metric in BOUNDED:
+                ax.set_ylim(-0.02, 1.02)  # markers at 0 or 1 stay whole
+            _finish_axis(ax, metric, task, label)
+        else:
+            ax.axhline(0.0, color=BASELINE_COLOUR, linewidth=0.6, label="zero")
+            _finish_axis(ax, metric, f"{task}: selectivity", f"Δ {label} (task − control)")
+    handles = [_model_handle(m, styles[m], m in single) for m in models if m in set(drawn)]
+    handles.append(Patch(color="0.5", alpha=0.3, label=SPREAD_LABELS[spread]))
+    if controls:
+        handles.append(
+            Line2D([], [], color="0.3", linestyle="--", linewidth=0.9, label="control task")
+        )
+    for base, ls in (("chance", ":"), ("majority", "-.")):
+        if base in baselines:
+            handles.append(Line2D([], [], color=BASELINE_COLOUR, linestyle=ls, label=base))
+    fig.legend(
+        handles=handles, loc="outside upper center", ncols=_legend_cols(fig, handles), frameon=False
+    )
+    return fig
+
+
+@styled
+def plot_layer_weights(
+    table: pd.DataFrame,
+    *,
+    metric: str = "macro_f1",
+    models: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    max_cols: int = 3,
+) -> Figure:
+    """Softmax layer weights of the weighted-sum probe: one panel per task, one line per
+    model (fold mean, band ±1 sd over folds), a dotted line at the model's uniform weight
+    1 / layers. Each panel's legend gives the weighted-sum probe's score (fold mean of
+    ``metric``) in the model's colour.
+
+    Models with one layer (weight 1 by construction) are left out; raises ``ValueError``
+    when no task has weights of a model with more than one layer.
+    """
+    models = _order(models, table["model"])
+    styles = model_styles(models)
+    tasks = _order(tasks, table["task"])
+    curves = {}
+    for task in tasks:
+        for model in models:
+            curve = layer_curve(table, model, task, "weighted_sum", "layer_weight")
+            if len(curve) > 1:
+                curves[task, model] = curve
+    panels = [t for t in tasks if any((t, m) in curves for m in models)]
+    if not panels:
+        raise ValueError("no weighted_sum layer weights of a model with more than one layer")
+    shape = grid(len(panels), max_cols)
+    width = COLUMN_WIDTH if shape[1] == 1 else TEXT_WIDTH
+    fig, axes = _panels(shape, len(panels), width, 1.9)
+    name = METRIC_LABELS.get(metric, metric)
+    for ax, task in zip(axes, panels, strict=True):
+        scores = []
+        for model in models:
+            if (task, model) not in curves:
+                continue
+            curve = curves[task, model]
+            _draw_curve(ax, curve, styles[model], model)
+            ax.axhline(
+                1.0 / len(curve),
+                color=styles[model]["color"],
+                linestyle=":",
+                linewidth=0.8,
+                label=f"{model} uniform",
+            )
+            score = weighted_sum_score(table, model, task, metric)
+            if score is not None:
+                scores.append(Line2D([], [], label=f"{score:.2f}", **styles[model]))
+        ax.set_ylim(bottom=0.0)
+        if scores:
+            ax.legend(handles=scores, title=name, loc="best", frameon=False, handlelength=1.2)
+        _finish_axis(ax, "layer_weight", task, "layer weight (softmax)")
+    handles = [Line2D([], [], label=m, **styles[m]) for m in models if m in {k[1] for k in curves}]
+    handles += [
+        Patch(color="0.5", alpha=0.3, label=SPREAD_LABELS["sd"]),
+        Line2D([], [], color="0.3", linestyle=":", label="uniform weight (1 / layers)"),
+    ]
+    fig.legend(
+        handles=handles, loc="outside upper center", ncols=_legend_cols(fig, handles), frameon=False
+    )
+    return fig
+
+
+def weighted_sum_score(table: pd.DataFrame, model: str, task: str, metric: str) -> float | None:
+    """The weighted-sum probe's fold-mean score (``layer = all``); None when absent."""
+    rows = table[
+        (table["model"] == model)
+        & (table["task"] == task)
+        & (table["probe"] == "weighted_sum")
+        & (table["layer"].astype(str) == "all")
+        & (table["metric"] == metric)
+        & (table["fold"].astype(str) == "mean")
+    ]["value"]
+    return float(rows.iloc[0]) if len(rows) else None

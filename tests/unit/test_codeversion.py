@@ -1,0 +1,125 @@
+"""The code version rules carry as a param: which edits change it, and which do not."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from speechlens.codeversion import (
+    ROOT,
+    CodeVersionError,
+    code_version,
+    imported_modules,
+    module_closure,
+    script_code_version,
+)
+from tests.conftest import REPO
+
+SCRIPTS = REPO / "workflow" / "scripts"
+
+
+@pytest.fixture
+def package(tmp_path):
+    """A private copy of the speechlens package to edit."""
+    root = tmp_path / "speechlens"
+    shutil.copytree(ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def test_closure_follows_speechlens_imports_transitively():
+    closure = module_closure("speechlens.probing")
+    # probing imports labels, store, atomic ...; labels imports corpora.contract
+    assert {"speechlens.probing", "speechlens.labels", "speechlens.store"} <= set(closure)
+    assert "speechlens.corpora.contract" in closure and "speechlens.atomic" in closure
+    assert "speechlens.extract" not in closure and "speechlens.models" not in closure
+    assert "speechlens" not in closure  # the version-only package __init__
+    assert closure == sorted(closure)
+
+
+def test_scripts_are_versioned_by_what_they_import():
+    assert "speechlens.probing" in imported_modules(SCRIPTS / "probe.py")
+    assert "speechlens.extract" in imported_modules(SCRIPTS / "features.py")
+    probe = script_code_version(SCRIPTS / "probe.py")
+    assert len(probe) == 16 and int(probe, 16) >= 0
+    assert probe == script_code_version(SCRIPTS / "probe.py")  # stable
+    assert probe != script_code_version(SCRIPTS / "features.py")
+
+
+def test_comments_docstrings_and_formatting_do_not_change_it(package):
+    before = code_version("speechlens.probing", root=package)
+    labels = package / "labels.py"
+    text = labels.read_text()
+    doc = text.index('"""', text.index("\ndef "))  # the first function's docstring
+    edited = (
+        '# a new comment\n"""Module docstring reworded.\n'
+        + text[3:doc]
+        + '"""Function docstring reworded.\n'
+        + text[doc + 3 :].replace("\n\n", "\n\n\n", 1)
+    )
+    labels.write_text(edited)
+    assert labels.read_text() != text
+    assert code_version("speechlens.probing", root=package) == before
+
+
+def test_a_code_edit_in_any_imported_module_changes_it(package):
+    probing = code_version("speechlens.probing", root=package)
+    extract = code_version("speechlens.extract", root=package)
+    corpora = code_version("speechlens.corpora", root=package)
+    labels = package / "labels.py"
+    labels.write_text(labels.read_text() + "\nEDITED = 1\n")
+    assert code_version("speechlens.probing", root=package) != probing  # imports labels
+    assert code_version("speechlens.extract", root=package) == extract  # does not
+    store = package / "store.py"
+    store.write_text(store.read_text() + "\nEDITED = 1\n")
+    assert code_version("speechlens.extract", root=package) != extract
+    assert code_version("speechlens.corpora", root=package) == corpora
+
+
+def test_relative_imports_are_followed(tmp_path):
+    root = tmp_path / "speechlens"
+    (root / "sub").mkdir(parents=True)
+    (root / "__init__.py").write_text('__version__ = "0"\n')
+    (root / "sub" / "__init__.py").write_text("from . import a\n")
+    (root / "sub" / "a.py").write_text("from ..b import f\nX = f()\n")
+    (root / "b.py").write_text("def f():\n    return 1\n")
+    assert module_closure("speechlens.sub", root=root) == [
+        "speechlens.b",
+        "speechlens.sub",
+        "speechlens.sub.a",
+    ]
+    before = code_version("speechlens.sub", root=root)
+    (root / "b.py").write_text("def f():\n    return 2\n")
+    assert code_version("speechlens.sub", root=root) != before
+
+
+def test_bad_names_are_errors_naming_them(tmp_path):
+    with pytest.raises(CodeVersionError, match="'speechlens.nope' is not a module"):
+        code_version("speechlens.nope")
+    with pytest.raises(CodeVersionError, match="name at least one module"):
+        code_version()
+    script = tmp_path / "plain.py"
+    script.write_text("import os\n")
+    with pytest.raises(CodeVersionError, match="plain.py imports no speechlens module"):
+        script_code_version(script)
+    with pytest.raises(CodeVersionError, match="missing.py does not exist"):
+        script_code_version(tmp_path / "missing.py")
+
+
+def test_every_scripted_rule_carries_the_code_version_of_its_own_script():
+    """The one line each rule needs (DESIGN.md, "A rule"): a rule without it would not
+    rerun when the library code its script uses changes."""
+    import re
+
+    checked = 0
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        blocks = re.split(r"\n(?=rule )", "\n" + smk.read_text())
+        for block in (b for b in blocks if b.startswith("rule ")):
+            name = block.split(":")[0].removeprefix("rule ")
+            script = re.search(r"^\s+script:\s*\n\s+\"[^\"]*/([\w.]+)\"", block, flags=re.M)
+            if script is None:
+                continue
+            line = f'code=code_version("{script.group(1)}")'
+            assert line in block, f"{smk.name}: rule {name} lacks params {line}"
+            checked += 1
+    assert checked >= 16

@@ -1,0 +1,18 @@
+"""Rule cross_attention_saliency: cross-attention vs input saliency of a Whisper model."""
+
+from speechlens.logs import log_to
+from speechlens.saliency import run_corpus
+
+with log_to(snakemake.log[0]):
+    model = snakemake.params.model
+    run_corpus(
+        snakemake.input.get("checkpoint", model["source"]),
+        snakemake.input.utterances,
+        snakemake.params.settings,
+        snakemake.output.table,
+        snakemake.output.summary,
+        snakemake.output.example,
+        revision=model["revision"],
+        padding=model["padding"],
+        threads=snakemake.threads,
+    )
