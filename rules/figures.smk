@@ -152,6 +152,91 @@ rule figure_cka_across:
         "../workflow/scripts/figure_cka.py"
 
 
+rule figure_head_types:
+    """A model's self-attention head types: layer x head grid, diagonality vs verticality,
+    example maps."""
+    input:
+        table="results/{corpus}/{model}/attention/head_types.tsv",
+        examples="results/{corpus}/{model}/attention/examples.zarr",
+    output:
+        png=report(
+            "results/figures/{corpus}/head_types_{model}.png",
+            caption="../report/head_types.rst",
+            category="Attention",
+            subcategory="{corpus}",
+            labels={"figure": "head types", "model": "{model}"},
+        ),
+        pdf="results/figures/{corpus}/head_types_{model}.pdf",
+    log:
+        "logs/figures/{corpus}/head_types_{model}.log",
+    benchmark:
+        "logs/figures/{corpus}/head_types_{model}.benchmark.tsv"
+    conda:
+        ENV
+    params:
+        thresholds=config["attention"]["thresholds"],
+        dpi=config["figures"]["dpi"],
+        code=code_version("figure_head_types.py"),
+    script:
+        "../workflow/scripts/figure_head_types.py"
+
+
+rule figure_ablation:
+    """Probe score change per ablated group of heads, random controls beside."""
+    input:
+        table="results/{corpus}/{model}/attention/ablation.tsv",
+    output:
+        png=report(
+            "results/figures/{corpus}/ablation_{model}.png",
+            caption="../report/ablation.rst",
+            category="Attention",
+            subcategory="{corpus}",
+            labels={"figure": "head ablation", "model": "{model}"},
+        ),
+        pdf="results/figures/{corpus}/ablation_{model}.pdf",
+    log:
+        "logs/figures/{corpus}/ablation_{model}.log",
+    benchmark:
+        "logs/figures/{corpus}/ablation_{model}.benchmark.tsv"
+    conda:
+        ENV
+    params:
+        metric=ablation_metric(),
+        dpi=config["figures"]["dpi"],
+        code=code_version("figure_ablation.py"),
+    script:
+        "../workflow/scripts/figure_ablation.py"
+
+
+rule figure_saliency:
+    """Decoder cross-attention vs input saliency of a Whisper model: per-head heatmaps,
+    head / layer / global bars, one example utterance."""
+    input:
+        table="results/{corpus}/{model}/attention/cross_attention_saliency.tsv",
+        summary="results/{corpus}/{model}/attention/cross_attention_saliency_summary.tsv",
+        example="results/{corpus}/{model}/attention/cross_attention_saliency_example.zarr",
+    output:
+        png=report(
+            "results/figures/{corpus}/saliency_{model}.png",
+            caption="../report/saliency.rst",
+            category="Attention",
+            subcategory="{corpus}",
+            labels={"figure": "cross-attention vs saliency", "model": "{model}"},
+        ),
+        pdf="results/figures/{corpus}/saliency_{model}.pdf",
+    log:
+        "logs/figures/{corpus}/saliency_{model}.log",
+    benchmark:
+        "logs/figures/{corpus}/saliency_{model}.benchmark.tsv"
+    conda:
+        ENV
+    params:
+        dpi=config["figures"]["dpi"],
+        code=code_version("figure_saliency.py"),
+    script:
+        "../workflow/scripts/figure_saliency.py"
+
+
 rule provenance:
     """What produced a corpus' results: each model's weights checksums, revision and
     library versions (from its feature store), the code commit, and the full config."""

@@ -73,4 +73,31 @@ def figure_targets():
             out.append(f"{fig}/cka_across.png")
         if config["models"]:
             out.append(f"results/{corpus}/provenance.html")
+    return out + attention_figure_targets()
+
+
+def ablation_metric():
+    """Score drawn in the ablation figure: figures.cluster_metric for a kmeans ablation
+    probe, else figures.metric."""
+    kmeans = config["attention"]["ablation"]["probe"] == "kmeans"
+    return config["figures"]["cluster_metric" if kmeans else "metric"]
+
+
+ATTENTION_FIGURES = {
+    "head_types.tsv": "head_types",
+    "ablation.tsv": "ablation",
+    "cross_attention_saliency.tsv": "saliency",
+}
+
+
+def attention_figure_targets():
+    """Figures of the attention and saliency tables that are targets (attention_targets()
+    of rules/common.smk, saliency_targets() of rules/saliency_common.smk)."""
+    out = []
+    for path in attention_targets() + saliency_targets():
+        _, corpus, model, _, name = path.split("/")
+        if name in ATTENTION_FIGURES:
+            out.append(
+                f"results/figures/{corpus}/{ATTENTION_FIGURES[name]}_{model}.png"
+            )
     return out

@@ -393,7 +393,7 @@ def test_changed_settings_start_over(tiny_corpus, tmp_path):
         train(tiny_corpus, "en-us", tmp_path / "m", RESUME, state_dir=tmp_path / "s",
               on_step=interrupt)  # fmt: skip
     steps = []
-    train(tiny_corpus, "en-us", tmp_path / "m", {**RESUME, "lr": 1e-3}, state_dir=tmp_path / "s",
+    train(tiny_corpus, "en-us", tmp_path / "m", {**RESUME, "lr": 3e-3}, state_dir=tmp_path / "s",
           on_step=steps.append)  # fmt: skip
     assert steps[0] == 1
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from speechlens.attention.stats import classify
 from speechlens.cka import load_cka
 from speechlens.plotting import (
     plot_cka_across,
@@ -17,6 +18,21 @@ from speechlens.plotting import (
     plot_layer_weights,
     plot_probe_curves,
     read_probe_tables,
+)
+from speechlens.plotting.attention import (
+    TYPES,
+    plot_ablation,
+    plot_head_types,
+    read_ablation,
+    read_examples,
+    read_head_types,
+)
+from speechlens.plotting.saliency import (
+    METHOD_LABELS,
+    plot_cross_attention_saliency,
+    read_saliency_example,
+    read_saliency_summary,
+    read_saliency_table,
 )
 from tests.conftest import run_snakemake
 from tests.workflow.conftest import TINY
@@ -36,6 +52,12 @@ FIGURES = {
     "layer_weights",
     "cka_within",
     "cka_across",
+}
+#: Models with self-attention (attention.models: null) and the Whisper model of saliency.
+ATTENTION = [m for m in MODELS if SPEC[m]["family"] in ("whisper", "tera")]
+#: Attention figures: head types and ablation per attention model, saliency of whisper.
+ATTENTION_FIGURES = {f"{kind}_{m}" for kind in ("head_types", "ablation") for m in ATTENTION} | {
+    "saliency_whisper_tiny_en"
 }
 
 
@@ -64,7 +86,7 @@ def test_every_figure_is_rendered_and_not_blank(tiny_run):
     workdir, _ = tiny_run
     folder = workdir / "results/figures/tiny"
     found = {p.stem for p in folder.glob("*.png")}
-    assert found >= FIGURES, sorted(FIGURES - found)
+    assert found >= FIGURES | ATTENTION_FIGURES, sorted(FIGURES | ATTENTION_FIGURES - found)
     for name in sorted(found):  # figures of other stages too: every PNG of the run
         pixels = mpimg.imread(folder / f"{name}.png")[..., :3]
         assert pixels.shape[0] > 300 and pixels.shape[1] > 500, name
@@ -125,6 +147,65 @@ def test_cka_figures_plot_the_runs_matrices(tiny_run):
     np.testing.assert_allclose(ax.get_images()[0].get_array(), across.values)
 
 
+def test_attention_figures_plot_the_runs_tables(tiny_run):
+    workdir, _ = tiny_run
+    thresholds = {"diagonal": 0.5, "vertical": 0.5}  # the schema's defaults (tiny.yaml)
+    for model in ATTENTION:
+        folder = workdir / f"results/tiny/{model}/attention"
+        types = read_head_types(folder / "head_types.tsv")
+        # the threshold lines drawn are the ones that split the table's types
+        assert list(classify(types["diagonality"], types["verticality"], thresholds)) == list(
+            types["type"]
+        )
+        fig = plot_head_types(types, thresholds, read_examples(folder / "examples.zarr"))
+        grid, scatter = fig.axes[:2]
+        codes = np.asarray(grid.get_images()[0].get_array())
+        want = types.pivot(index="layer", columns="head", values="type").to_numpy()
+        assert [[TYPES[c] for c in row] for row in codes] == want.tolist()
+        drawn = np.concatenate([c.get_offsets() for c in scatter.collections])
+        assert len(drawn) == len(types)
+        assert len(fig.axes) > 2  # example maps (attention.examples: 1)
+        for ax in fig.axes[2:]:
+            assert np.isfinite(np.asarray(ax.get_images()[0].get_array(), float)).all()
+        ablation = read_ablation(folder / "ablation.tsv")
+        fig = plot_ablation(ablation)
+        assert [ax.get_title().split(",")[0] for ax in fig.axes] == ["layer 2", "layer 4"][
+            : len(fig.axes)
+        ]  # tiny.yaml ablation.layers: [2, -1] (tera_tr has 3 layers: 2 and -1 coincide)
+        ax = fig.axes[0]
+        (bars,) = [c for c in ax.containers if c.get_label() == "ablated group"]
+        rows = ablation[
+            (ablation["layer"] == 2)
+            & (ablation["metric"] == "macro_f1")
+            & (ablation["fold"] == "mean")
+            & ablation["kind"].isin(["type", "all_but_type"])
+        ].drop_duplicates("group")
+        np.testing.assert_allclose([p.get_height() for p in bars.patches], rows["delta"])
+    folder = workdir / "results/tiny/whisper_tiny_en/attention"
+    table = read_saliency_table(folder / "cross_attention_saliency.tsv")
+    summary = read_saliency_summary(folder / "cross_attention_saliency_summary.tsv")
+    example = read_saliency_example(folder / "cross_attention_saliency_example.zarr")
+    fig = plot_cross_attention_saliency(table, summary, example)
+    panels = [a for a in fig.axes if a.get_label() != "<colorbar>"]
+    methods = {label: method for method, label in METHOD_LABELS.items()}
+    heatmaps = [ax for ax in panels if ax.get_title() in methods]
+    assert len(heatmaps) == table["method"].nunique()
+    for ax in heatmaps:
+        method = methods[ax.get_title()]
+        best = summary[
+            (summary["method"] == method)
+            & (summary["level"] == "head")
+            & (summary["statistic"] == "best")
+        ].iloc[0]
+        image = np.asarray(ax.get_images()[0].get_array(), float)
+        assert image.shape == (4, 6)  # whisper tiny.en decoder: 4 layers x 6 heads
+        assert np.nanmax(image) == pytest.approx(best["mean_r"], abs=1e-5)
+    mel_ax, sal_ax, att_ax = panels[-3:]
+    assert sal_ax.get_shared_x_axes().joined(mel_ax, att_ax)
+    tokens = [str(t).strip() for t in example["token_text"].values]
+    assert [t.get_text() for t in att_ax.get_yticklabels()] == tokens
+
+
 def test_provenance_records_the_converted_weights(tiny_run):
     workdir, _ = tiny_run
     table = pd.read_csv(workdir / "results/tiny/provenance.tsv", sep="\t", keep_default_na=False)
@@ -143,9 +224,9 @@ def test_report_holds_every_figure_by_category(tiny_run):
     workdir, _ = tiny_run
     run_snakemake(workdir, "--report", "results/report.html", configfile=TINY)
     html = (workdir / "results/report.html").read_text(errors="replace")
-    for name in sorted(FIGURES):
+    for name in sorted(FIGURES | ATTENTION_FIGURES):
         assert f"{name}.png" in html, name
     assert "provenance.html" in html
-    for category in ("Corpus", "Probing", "Similarity", "Provenance"):
+    for category in ("Corpus", "Probing", "Similarity", "Attention", "Provenance"):
         assert f'"{category}"' in html, category
     assert "probe on corpus <strong>tiny</strong>" in html  # a caption, rendered

@@ -4,8 +4,9 @@ The workflow (Snakefile, rules, scripts, config) and the speechlens package are 
 per module, mtimes kept, and every snakemake call runs on those copies (PYTHONPATH puts
 the package copy first, also inside jobs): edits to the checkout while the tests run cannot
 change what they see, and a test can edit a script or library module of its own copy.
-One run is built per module; each test works on a copy of it (file mtimes and snakemake's
-metadata kept) and reads which jobs the next run would execute from ``snakemake --summary``.
+The session's tiny run (tests/workflow/conftest.py) is the starting point; each test works
+on a copy of it (file mtimes and snakemake's metadata kept) and reads which jobs the next
+run would execute from ``snakemake --summary``.
 The rerun policy these tests pin down is documented in the README ("What reruns when").
 """
 
@@ -89,9 +90,12 @@ def source(tmp_path_factory) -> Source:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, source):
-    """A workdir where the tiny workflow has run to completion."""
-    workdir = tmp_path_factory.mktemp("built")
+def built(tmp_path_factory, source, tiny_run):
+    """A workdir where the tiny workflow has run to completion: a copy of the session's tiny
+    run, brought up to date with the copied sources (nothing to do unless the checkout
+    changed since that run)."""
+    workdir = tmp_path_factory.mktemp("built") / "w"
+    shutil.copytree(tiny_run[0], workdir, symlinks=True)
     cli.run(workdir, "--cores", "2", configfile=TINY, timeout=1500, **source.kw())
     return workdir
 

@@ -9,7 +9,7 @@ training corpus' mean and std saved in the folder. No downsampling: frame ``i`` 
 samples ``[160 i, 160 i + 400)`` and is centred at ``(160 i + 200) / 16000`` s (12.5 ms,
 22.5 ms, ...); ``n`` samples give ``1 + (n - 400) // 160`` frames (0 when ``n < 400``), as
 for ``logmel``, so the two align frame by frame. Utterances of more than ``max_frames``
-frames (30 s by default: the learned position embeddings) are rejected.
+frames (30 s by default: the size of the position table) are rejected.
 
 Hidden states: layer 0 is the embedding output (input projection + position embedding,
 LayerNorm), layer ``l`` the output of block ``l`` (post-LN BERT: no final norm). Batches

@@ -41,8 +41,8 @@ class TeraConfig:
     """Architecture and input normalisation of a TERA model.
 
     ``mean`` and ``std`` (``n_mels`` floats each) normalise the log-mel input per channel;
-    empty lists mean none (mean 0, std 1). ``max_frames`` is the number of learned position
-    embeddings (3000 = 30 s at 100 frames/s): longer inputs are rejected.
+    empty lists mean none (mean 0, std 1). ``max_frames`` is the number of positions of the
+    (fixed, sinusoidal) position table (3000 = 30 s at 100 frames/s): longer inputs are rejected.
     """
 
     n_mels: int = 80
