@@ -279,6 +279,7 @@ SETTINGS = {
         ("methods", ["gradient_x_input", "lime"], "saliency.methods"),
         ("gradient_sign", "both", "saliency.gradient_sign"),
         ("grad_batch", 0, "saliency.grad_batch"),
+        ("padding", "pad10", "saliency.padding"),
         ("perturbation", {**SETTINGS["perturbation"], "budget": 0}, "saliency.perturbation.budget"),
         (
             "perturbation",

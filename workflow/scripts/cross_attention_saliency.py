@@ -13,6 +13,6 @@ with log_to(snakemake.log[0]):
         snakemake.output.summary,
         snakemake.output.example,
         revision=model["revision"],
-        padding=model["padding"],
+        padding=snakemake.params.settings["padding"] or model["padding"],
         threads=snakemake.threads,
     )

@@ -68,6 +68,8 @@ def check_settings(settings: Mapping) -> dict:
         "grad_batch",
         "perturbation",
     )
+    if s.get("padding") not in (None, "pad30", "trim"):
+        raise _fail("padding", f"must be pad30, trim or null, got {s['padding']!r}")
     for key in required:
         if key not in s:
             raise _fail(key, "missing")

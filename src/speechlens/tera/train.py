@@ -60,10 +60,10 @@ class TrainSettings:
     ``alteration`` the nested alteration settings (:data:`~speechlens.tera.alteration.DEFAULTS`).
     """
 
-    steps: int = 300
-    batch_size: int = 8
+    steps: int = 200
+    batch_size: int = 6
     lr: float = 1e-3
-    warmup_steps: int = 30
+    warmup_steps: int = 20
     weight_decay: float = 0.01
     clip_norm: float = 1.0
     crop_frames: int = 500
