@@ -70,53 +70,95 @@ class Alteration:
 
 
 def time_spans(n: int, settings: Alteration, rng: np.random.Generator) -> np.ndarray:
-    """Start frames of ``round(proportion * n / span)`` non-overlapping spans in ``0..n-1``.
+    """Start frames of ``round(proportion * n / span)`` non-overlapping spans in ``0..n-1``
+    (one utterance of ``n`` frames; :func:`batch_time_spans` with one row)."""
+    return batch_time_spans(1, n, settings, rng)[0]
 
-    Uniform over placements: choose ``k`` of ``n - k * (span - 1)`` slots, then shift the
-    ``i``-th (sorted) by ``i * (span - 1)``.
+
+def batch_time_spans(
+    rows: int, n: int, settings: Alteration, rng: np.random.Generator
+) -> np.ndarray:
+    """Sorted start frames ``(rows, k)`` of ``k = round(proportion * n / span)``
+    non-overlapping spans in each of ``rows`` utterances of ``n`` frames.
+
+    Uniform over placements: per row, choose ``k`` of ``n - k * (span - 1)`` slots (the
+    first ``k`` of a random permutation), then shift the ``i``-th (sorted) by ``i * (span - 1)``.
     """
     w = settings.time_span
     k = int(round(settings.time_proportion * n / w))
     k = min(k, n // w)
     if k == 0:
-        return np.zeros(0, np.int64)
-    slots = np.sort(rng.choice(n - k * (w - 1), size=k, replace=False))
-    return slots + np.arange(k) * (w - 1)
+        return np.zeros((rows, 0), np.int64)
+    slots = n - k * (w - 1)
+    chosen = np.sort(np.argsort(rng.random((rows, slots)), axis=1)[:, :k], axis=1)
+    return chosen + np.arange(k) * (w - 1)
 
 
-def alter(
+def alter_batch(
     x: np.ndarray, settings: Alteration, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Altered copy of ``x`` ``(frame, channel)``, its loss mask (bool, same shape) and a
-    record of what was done (span starts and actions, channel block, noise flag)."""
+    """Altered copy of a batch ``x`` ``(utterance, frame, channel)`` of equal-length
+    utterances, its loss mask (bool, same shape) and a record of what was done: ``starts``
+    and ``actions`` ``(utterance, span)``, ``channels`` ``(utterance, 2)`` (low, width) and
+    ``noise`` ``(utterance,)``. Each utterance is altered independently (module docstring);
+    no Python loop over utterances or spans."""
     x = np.asarray(x, np.float32)
-    n, c = x.shape
+    b, n, c = x.shape
     out = x.copy()
-    mask = np.zeros((n, c), bool)
+    mask = np.zeros((b, n, c), bool)
     w = settings.time_span
-    starts = time_spans(n, settings, rng)
-    draws = rng.random(len(starts))
+    rows = np.arange(b)[:, None, None]
+    starts = batch_time_spans(b, n, settings, rng)
+    k = starts.shape[1]
+    draws = rng.random((b, k))
     actions = np.where(
         draws < settings.time_zero,
         "zero",
         np.where(draws < settings.time_zero + settings.time_replace, "replace", "keep"),
     )
-    for s, action in zip(starts, actions, strict=True):
-        if action == "zero":
-            out[s : s + w] = 0.0
-        elif action == "replace":
-            src = int(rng.integers(0, n - w + 1))
-            out[s : s + w] = x[src : src + w]
-        mask[s : s + w] = True
+    sources = rng.integers(0, n - w + 1, size=(b, k)) if k else np.zeros((b, 0), np.int64)
+    frames = starts[:, :, None] + np.arange(w)  # (utterance, span, w)
+    source_frames = sources[:, :, None] + np.arange(w)
+    replace = np.broadcast_to((actions == "replace")[:, :, None], frames.shape)
+    zero = np.broadcast_to((actions == "zero")[:, :, None], frames.shape)
+    rr = np.broadcast_to(rows, frames.shape)
+    out[rr[replace], frames[replace]] = x[rr[replace], source_frames[replace]]
+    out[rr[zero], frames[zero]] = 0.0
+    mask[np.broadcast_to(rows, frames.shape), frames] = True
     max_width = int(round(settings.frequency_max_width * c))
-    width = int(rng.integers(0, max_width + 1))
-    low = int(rng.integers(0, c - width + 1))
-    if width:
-        out[:, low : low + width] = 0.0
-        mask[:, low : low + width] = True
-    noise = bool(rng.random() < settings.magnitude_probability)
-    if noise:
-        out += rng.normal(0.0, settings.magnitude_std, size=out.shape).astype(np.float32)
-        mask[:] = True
-    record = {"starts": starts, "actions": actions, "channels": (low, width), "noise": noise}
+    width = rng.integers(0, max_width + 1, size=b)
+    low = rng.integers(0, c - width + 1)
+    channel = np.arange(c)
+    blocked = (channel >= low[:, None]) & (channel < (low + width)[:, None])  # (utterance, c)
+    out[np.broadcast_to(blocked[:, None, :], out.shape)] = 0.0
+    mask |= blocked[:, None, :]
+    noise = rng.random(b) < settings.magnitude_probability
+    if noise.any():
+        out[noise] += rng.normal(0.0, settings.magnitude_std, size=(int(noise.sum()), n, c)).astype(
+            np.float32
+        )
+        mask[noise] = True
+    record = {
+        "starts": starts,
+        "actions": actions,
+        "channels": np.stack([low, width], axis=1),
+        "noise": noise,
+    }
     return out, mask, record
+
+
+def alter(
+    x: np.ndarray, settings: Alteration, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Altered copy of one utterance ``x`` ``(frame, channel)``, its loss mask (bool, same
+    shape) and a record of what was done (span ``starts`` and ``actions``, channel block
+    ``(low, width)``, ``noise`` flag): :func:`alter_batch` on a batch of one."""
+    out, mask, record = alter_batch(np.asarray(x, np.float32)[None], settings, rng)
+    low, width = record["channels"][0]
+    one = {
+        "starts": record["starts"][0],
+        "actions": record["actions"][0],
+        "channels": (int(low), int(width)),
+        "noise": bool(record["noise"][0]),
+    }
+    return out[0], mask[0], one

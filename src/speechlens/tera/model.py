@@ -46,11 +46,11 @@ class TeraConfig:
     """
 
     n_mels: int = 80
-    hidden_size: int = 192
+    hidden_size: int = 128
     num_layers: int = 3
     num_heads: int = 4
-    intermediate_size: int = 768
-    dropout: float = 0.1
+    intermediate_size: int = 512
+    dropout: float = 0.0
     max_frames: int = 3000
     sample_rate: int = 16000
     mean: list[float] = field(default_factory=list)

@@ -1,12 +1,14 @@
 """Pretrain a TERA model on one language of a corpus: resumable, logged, on GPU when present.
 
-Each step draws ``batch_size`` training utterances (with replacement) from a NumPy
-generator seeded by ``seed``, crops each to at most ``crop_frames`` frames at a random
-offset, normalises them by the training frames' per-channel mean and std, alters them
-(:mod:`speechlens.tera.alteration`) and minimises the L1 distance between the model's
-reconstruction and the clean frames over the altered positions (padding excluded). AdamW,
-linear warm-up over ``warmup_steps`` then linear decay to 0, gradient norm clipped to
-``clip_norm``.
+The training utterances' log-mel frames are computed and normalised (per-channel mean and
+std of the training frames) once, in memory. Each step draws ``batch_size`` of them (with
+replacement) from a NumPy generator seeded by ``seed``, crops each to at most
+``crop_frames`` frames at a random offset (with ``crop_frames`` at most the shortest
+utterance the batch has no padding and runs without an attention mask), alters the crops
+together (:func:`speechlens.tera.alteration.alter_batch`) and minimises the L1 distance
+between the model's reconstruction and the clean frames over the altered positions
+(padding excluded). AdamW, linear warm-up over ``warmup_steps`` then linear decay to 0,
+gradient norm clipped to ``clip_norm``.
 
 Every ``eval_every`` steps (and at the end) the held-out speakers' utterances, altered
 once with a fixed generator (``seed + 1``) so that every evaluation sees the same
@@ -35,7 +37,7 @@ import torch
 from speechlens import __version__
 from speechlens.atomic import atomic_path, save_figure
 from speechlens.tera import model as tera_model
-from speechlens.tera.alteration import Alteration, alter
+from speechlens.tera.alteration import Alteration, alter, alter_batch
 from speechlens.tera.data import Split, load_split
 
 log = logging.getLogger(__name__)
@@ -60,16 +62,16 @@ class TrainSettings:
     ``alteration`` the nested alteration settings (:data:`~speechlens.tera.alteration.DEFAULTS`).
     """
 
-    steps: int = 200
-    batch_size: int = 6
-    lr: float = 1e-3
-    warmup_steps: int = 20
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup_steps: int = 50
     weight_decay: float = 0.01
     clip_norm: float = 1.0
-    crop_frames: int = 500
+    crop_frames: int = 200
     heldout_speakers: int = 2
-    eval_every: int = 50
-    checkpoint_every: int = 50
+    eval_every: int = 100
+    checkpoint_every: int = 100
     seed: int = 0
     device: str = "auto"
     model: dict = field(default_factory=dict)
@@ -96,17 +98,6 @@ def _schedule(settings: TrainSettings) -> Callable[[int], float]:
     return factor
 
 
-def _pad(items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack ``(frame, ...)`` arrays zero-padded to the longest; and the frame mask."""
-    longest = max(len(a) for a in items)
-    out = np.zeros((len(items), longest, *items[0].shape[1:]), items[0].dtype)
-    valid = np.zeros((len(items), longest), np.int64)
-    for i, a in enumerate(items):
-        out[i, : len(a)] = a
-        valid[i, : len(a)] = 1
-    return torch.from_numpy(out), torch.from_numpy(valid)
-
-
 def make_batch(
     utterances: list[np.ndarray],
     alteration: Alteration,
@@ -115,21 +106,46 @@ def make_batch(
     crop_frames: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Altered inputs, clean targets and loss masks ``(batch, frame, n_mels)`` and the
-    attention mask ``(batch, frame)`` of normalised utterances (cropped when longer than
-    ``crop_frames``)."""
-    inputs, targets, masks = [], [], []
+    attention mask ``(batch, frame)`` of normalised utterances.
+
+    An utterance longer than ``crop_frames`` is cropped to ``crop_frames`` frames at a
+    random offset; the batch is as long as its longest (cropped) utterance and shorter ones
+    are zero-padded (attention mask 0, never in the loss). Utterances of the batch's length
+    (all of them when ``crop_frames`` is at most the shortest utterance) are altered
+    together by :func:`~speechlens.tera.alteration.alter_batch`, shorter ones one by one.
+    """
+    crops = []
     for x in utterances:
         if crop_frames and len(x) > crop_frames:
             start = int(rng.integers(0, len(x) - crop_frames + 1))
             x = x[start : start + crop_frames]
-        altered, mask, _ = alter(x, alteration, rng)
-        inputs.append(altered)
-        targets.append(np.asarray(x, np.float32))
-        masks.append(mask)
-    altered, valid = _pad(inputs)
-    target, _ = _pad(targets)
-    mask, _ = _pad(masks)
-    return {"inputs": altered, "target": target, "loss_mask": mask, "attention_mask": valid}
+        crops.append(np.asarray(x, np.float32))
+    lengths = np.array([len(x) for x in crops])
+    longest = int(lengths.max())
+    target = np.zeros((len(crops), longest, crops[0].shape[1]), np.float32)
+    for i, x in enumerate(crops):
+        target[i, : len(x)] = x
+    inputs = target.copy()
+    mask = np.zeros(target.shape, bool)
+    full = np.flatnonzero(lengths == longest)
+    inputs[full], mask[full], _ = alter_batch(target[full], alteration, rng)
+    for i in np.flatnonzero(lengths < longest):
+        n = lengths[i]
+        inputs[i, :n], mask[i, :n], _ = alter(crops[i], alteration, rng)
+    valid = (np.arange(longest)[None] < lengths[:, None]).astype(np.int64)
+    return {
+        "inputs": torch.from_numpy(inputs),
+        "target": torch.from_numpy(target),
+        "loss_mask": torch.from_numpy(mask),
+        "attention_mask": torch.from_numpy(valid),
+    }
+
+
+def _forward(model, batch: dict) -> torch.Tensor:
+    """The model's reconstruction of ``batch``; no attention mask when nothing is padded
+    (lets PyTorch use its fused attention kernels)."""
+    valid = batch["attention_mask"]
+    return model(batch["inputs"], None if bool(valid.all()) else valid)
 
 
 def l1_on_mask(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -150,7 +166,7 @@ def heldout_losses(model, batches: list[dict], device: torch.device) -> tuple[fl
     with torch.inference_mode():
         for batch in batches:
             b = _to(batch, device)
-            pred = model(b["inputs"], b["attention_mask"])
+            pred = _forward(model, b)
             mask = b["loss_mask"].to(pred.dtype)
             total += float(((pred - b["target"]).abs() * mask).sum())
             baseline += float((b["target"].abs() * mask).sum())  # the mean is 0 once normalised
@@ -275,7 +291,7 @@ def train(
             ),
             device,
         )
-        pred = model(batch["inputs"], batch["attention_mask"])
+        pred = _forward(model, batch)
         loss = l1_on_mask(pred, batch["target"], batch["loss_mask"])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
