@@ -18,7 +18,7 @@ def run_snakemake(workdir: Path, *args: str, configfile: Path | None = None, che
 
     Returns the CompletedProcess with stdout and stderr merged into ``.stdout``.
     """
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(workdir)]
     cmd += ["--workflow-profile", str(REPO / "profiles" / "default")]
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]

@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "envs", "report", "profiles")
+WORKFLOW_FILES = ("workflow", "config", "profiles")
 NO_CACHE = shutil.ignore_patterns("__pycache__")
 
 
@@ -33,7 +33,7 @@ def copy_workflow(src: Path, dest: Path) -> Path:
             shutil.copytree(src / name, dest / name, ignore=NO_CACHE)
         elif (src / name).exists():
             shutil.copy2(src / name, dest / name)
-    return dest / "Snakefile"
+    return dest / "workflow" / "Snakefile"
 
 
 def copy_library(src: Path, dest: Path) -> Path:
@@ -48,7 +48,7 @@ def command(
     *args: str,
     configfile: Path | None = None,
     profile: Path | None = REPO / "profiles" / "default",
-    snakefile: Path = REPO / "Snakefile",
+    snakefile: Path = REPO / "workflow" / "Snakefile",
 ) -> list[str]:
     """The snakemake command line for ``workdir`` (a workflow profile unless ``profile=None``)."""
     cmd = [str(BIN / "snakemake"), "-s", str(snakefile), "-d", str(workdir)]

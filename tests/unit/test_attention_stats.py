@@ -199,7 +199,7 @@ def test_schema_defaults_match_the_library():
     from tests.conftest import REPO
 
     config = {"corpora": {"a": {"kind": "synthetic"}}}
-    validate(config, str(REPO / "config" / "schemas" / "config.schema.yaml"))
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     assert config["attention"] == st.DEFAULTS
     assert st.resolve(config["attention"]) == st.DEFAULTS
 

@@ -20,7 +20,7 @@ from speechlens.probing import ProbingError, check_task_sources, run_task
 from tests.conftest import REPO
 from tests.tiny_models import save_tiny
 
-SCHEMA = REPO / "config" / "schemas" / "config.schema.yaml"
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 

@@ -112,7 +112,7 @@ def test_every_scripted_rule_carries_the_code_version_of_its_own_script():
     import re
 
     checked = 0
-    for smk in sorted((REPO / "rules").glob("*.smk")):
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         blocks = re.split(r"\n(?=rule )", "\n" + smk.read_text())
         for block in (b for b in blocks if b.startswith("rule ")):
             name = block.split(":")[0].removeprefix("rule ")

@@ -11,7 +11,7 @@ from snakemake.utils import validate
 from speechlens.config import ConfigError, check_config, config_errors, config_hash, load_schema
 from tests.conftest import REPO
 
-SCHEMA_PATH = REPO / "config" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 

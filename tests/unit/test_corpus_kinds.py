@@ -318,7 +318,7 @@ def test_sampling_is_seeded_per_speaker_and_per_language():
 def test_schema_accepts_the_kinds_and_names_bad_keys(repo):
     from speechlens.config import config_errors, load_schema
 
-    schema = load_schema(repo / "config" / "schemas" / "config.schema.yaml")
+    schema = load_schema(repo / "workflow" / "schemas" / "config.schema.yaml")
     good = {
         "corpora": {
             "ls": {"kind": "librispeech", "subset": "dev-other", "max_utterances": 100,
@@ -363,7 +363,7 @@ def test_schema_defaults_match_the_library(repo):
             "vox": {"kind": "voxceleb", "path": "/v"},
         }
     }
-    validate(config, str(repo / "config" / "schemas" / "config.schema.yaml"))
+    validate(config, str(repo / "workflow" / "schemas" / "config.schema.yaml"))
     filled = config["corpora"]
     for name, module in (("ls", librispeech), ("timit", timit), ("cv", commonvoice),
                          ("vox", voxceleb)):  # fmt: skip

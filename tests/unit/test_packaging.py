@@ -22,18 +22,18 @@ def _pins(specs) -> dict[str, str]:
 def test_conda_env_matches_pyproject_pins():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = _pins(project["dependencies"])
-    env = yaml.safe_load((REPO / "envs" / "speechlens.yaml").read_text())
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "speechlens.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     pinned = _pins(pip)
     assert wanted, "pyproject.toml pins nothing"
     for name, version in wanted.items():
-        assert pinned.get(name) == version, f"envs/speechlens.yaml: {name} != {version}"
+        assert pinned.get(name) == version, f"workflow/envs/speechlens.yaml: {name} != {version}"
     assert set(pinned) - set(wanted) == {"torch"}
     assert "torch==2.13.0" in pip and "-e .." in pip
 
 
 def test_every_rule_names_the_conda_env_and_a_log():
-    for smk in sorted((REPO / "rules").glob("*.smk")):
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         text = smk.read_text()
         blocks = re.split(r"\n(?=rule )", "\n" + text)  # a file's first rule too
         for block in (b for b in blocks if b.startswith("rule ")):
@@ -48,17 +48,17 @@ def test_every_conda_env_a_rule_names_exists_and_is_pinned_like_pyproject():
     for speechlens.yaml; here for every env file)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = _pins(project["dependencies"])
-    common = (REPO / "rules" / "common.smk").read_text()
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
     default = re.search(r'^ENV = "([^"]+)"', common, flags=re.M).group(1)
     named = set()
-    for smk in sorted((REPO / "rules").glob("*.smk")):
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         for value in re.findall(r"^\s+conda:\s*\n\s+(\S+)", smk.read_text(), flags=re.M):
             named.add(default if value == "ENV" else value.strip("\"'"))
     assert named, "no rule names a conda env"
-    envs = {(REPO / "rules" / path).resolve() for path in named}
-    assert envs <= set((REPO / "envs").glob("*.yaml")), f"missing env files: {envs}"
+    envs = {(REPO / "workflow" / "rules" / path).resolve() for path in named}
+    assert envs <= set((REPO / "workflow" / "envs").glob("*.yaml")), f"missing env files: {envs}"
     minor = re.search(r">=3\.(\d+)", project["requires-python"]).group(1)
-    for path in sorted((REPO / "envs").glob("*.yaml")):
+    for path in sorted((REPO / "workflow" / "envs").glob("*.yaml")):
         env = yaml.safe_load(path.read_text())
         assert f"python=3.{minor}" in env["dependencies"], f"{path.name}: python 3.{minor}"
         pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))

@@ -293,12 +293,12 @@ def test_bad_settings_name_the_key(key, value, named):
         check_settings({**SETTINGS, key: value})
     config = {"corpora": {"c": {"kind": "synthetic"}}, "saliency": {key: value}}
     with pytest.raises(ConfigError, match=f"config key {named}"):
-        check_config(config, REPO / "config" / "schemas" / "config.schema.yaml")
+        check_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
 
 
 def test_schema_accepts_the_settings():
     config = {"corpora": {"c": {"kind": "synthetic"}}, "saliency": SETTINGS}
-    check_config(config, REPO / "config" / "schemas" / "config.schema.yaml")
+    check_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
     assert check_settings(SETTINGS) == SETTINGS
 
 

@@ -445,7 +445,7 @@ def test_changed_settings_start_over(tiny_corpus, tmp_path):
 
 
 def test_schema_defaults_equal_the_library_defaults():
-    schema = yaml.safe_load((REPO / "config/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     props = schema["properties"]["training"]["properties"]
     settings = TrainSettings()
     for key, spec in props.items():

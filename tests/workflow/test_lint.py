@@ -14,7 +14,7 @@ def _run(*cmd: str) -> subprocess.CompletedProcess:
 
 
 def test_snakefmt_check_passes():
-    proc = _run(str(BIN / "snakefmt"), "--check", "Snakefile", "rules")
+    proc = _run(str(BIN / "snakefmt"), "--check", "workflow/Snakefile", "workflow/rules")
     assert proc.returncode == 0, proc.stdout
 
 

@@ -49,7 +49,7 @@ def cluster(tmp_path_factory):
 
 def _planned_resources(workdir, configfile, source) -> dict[str, dict[str, str]]:
     """{rule: resources} of the jobs a dry run through profiles/slurm plans (no SLURM needed)."""
-    profile = source["snakefile"].parent / "profiles" / "slurm"
+    profile = source["snakefile"].parents[1] / "profiles" / "slurm"
     out = cli.run(
         workdir, "-n", configfile=configfile, profile=profile, timeout=300, **source
     ).stdout
@@ -112,7 +112,7 @@ def test_tiny_workflow_on_slurm_equals_the_local_run(cluster, source, tmp_path, 
         PROBE,
         SUMMARY,
         configfile=CONFIG,
-        profile=source["snakefile"].parent / "profiles" / "slurm",
+        profile=source["snakefile"].parents[1] / "profiles" / "slurm",
         timeout=600,
         **source,
     )
@@ -155,7 +155,7 @@ def test_tiny_workflow_on_slurm_equals_the_local_run(cluster, source, tmp_path, 
         PROBE,
         SUMMARY,
         configfile=CONFIG,
-        profile=source["snakefile"].parent / "profiles" / "slurm",
+        profile=source["snakefile"].parents[1] / "profiles" / "slurm",
         timeout=300,
         **source,
     )

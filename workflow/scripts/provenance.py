@@ -1,5 +1,7 @@
 """Rule provenance: models, checksums, versions, code commit and config of a corpus' results."""
 
+from pathlib import Path
+
 from speechlens.logs import log_to
 from speechlens.provenance import write_provenance
 
@@ -10,5 +12,5 @@ with log_to(snakemake.log[0]):
         p.config,
         snakemake.output.table,
         snakemake.output.html,
-        repo=p.repo,
+        repo=Path(snakemake.scriptdir),  # the checkout the workflow runs from
     )

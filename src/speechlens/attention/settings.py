@@ -1,6 +1,6 @@
 """The ``attention`` config section: defaults (mirroring the schema) and value checks.
 
-The schema (``config/schemas/config.schema.yaml``) is the source of defaults for the
+The schema (``workflow/schemas/config.schema.yaml``) is the source of defaults for the
 workflow; :data:`DEFAULTS` repeats them for library callers and a test keeps both equal.
 :func:`resolve` fills defaults and raises :class:`AttentionError` naming the config key
 (``attention.<key>``) of a bad value, so library callers get the same messages.

@@ -15,7 +15,7 @@ rule cka_within:
         settings=settings_params("cka"),
         code=code_version("cka.py"),
     script:
-        "../workflow/scripts/cka.py"
+        "../scripts/cka.py"
 
 
 rule cka_across:
@@ -37,4 +37,4 @@ rule cka_across:
         settings=settings_params("cka"),
         code=code_version("cka.py"),
     script:
-        "../workflow/scripts/cka.py"
+        "../scripts/cka.py"

@@ -30,4 +30,4 @@ rule cross_attention_saliency:
         settings=settings_params("saliency"),
         code=code_version("cross_attention_saliency.py"),
     script:
-        "../workflow/scripts/cross_attention_saliency.py"
+        "../scripts/cross_attention_saliency.py"

@@ -22,7 +22,7 @@ def code_version(script):
     """
     from speechlens.codeversion import script_code_version
 
-    return script_code_version(Path(workflow.basedir) / "workflow" / "scripts" / script)
+    return script_code_version(Path(workflow.basedir) / "scripts" / script)
 
 
 def check_references():

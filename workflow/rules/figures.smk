@@ -28,7 +28,7 @@ rule corpus_summary:
         dpi=config["figures"]["dpi"],
         code=code_version("corpus_summary.py"),
     script:
-        "../workflow/scripts/corpus_summary.py"
+        "../scripts/corpus_summary.py"
 
 
 rule figure_probes:
@@ -62,7 +62,7 @@ rule figure_probes:
         dpi=config["figures"]["dpi"],
         code=code_version("figure_probes.py"),
     script:
-        "../workflow/scripts/figure_probes.py"
+        "../scripts/figure_probes.py"
 
 
 rule figure_layer_weights:
@@ -91,7 +91,7 @@ rule figure_layer_weights:
         dpi=config["figures"]["dpi"],
         code=code_version("figure_layer_weights.py"),
     script:
-        "../workflow/scripts/figure_layer_weights.py"
+        "../scripts/figure_layer_weights.py"
 
 
 rule figure_cka_within:
@@ -122,7 +122,7 @@ rule figure_cka_within:
         dpi=config["figures"]["dpi"],
         code=code_version("figure_cka.py"),
     script:
-        "../workflow/scripts/figure_cka.py"
+        "../scripts/figure_cka.py"
 
 
 rule figure_cka_across:
@@ -149,7 +149,7 @@ rule figure_cka_across:
         dpi=config["figures"]["dpi"],
         code=code_version("figure_cka.py"),
     script:
-        "../workflow/scripts/figure_cka.py"
+        "../scripts/figure_cka.py"
 
 
 rule figure_head_types:
@@ -178,7 +178,7 @@ rule figure_head_types:
         dpi=config["figures"]["dpi"],
         code=code_version("figure_head_types.py"),
     script:
-        "../workflow/scripts/figure_head_types.py"
+        "../scripts/figure_head_types.py"
 
 
 rule figure_ablation:
@@ -205,7 +205,7 @@ rule figure_ablation:
         dpi=config["figures"]["dpi"],
         code=code_version("figure_ablation.py"),
     script:
-        "../workflow/scripts/figure_ablation.py"
+        "../scripts/figure_ablation.py"
 
 
 rule figure_saliency:
@@ -234,7 +234,7 @@ rule figure_saliency:
         dpi=config["figures"]["dpi"],
         code=code_version("figure_saliency.py"),
     script:
-        "../workflow/scripts/figure_saliency.py"
+        "../scripts/figure_saliency.py"
 
 
 rule provenance:
@@ -264,7 +264,6 @@ rule provenance:
     params:
         models=sorted(config["models"]),
         config=config,
-        repo=workflow.basedir,
         code=code_version("provenance.py"),
     script:
-        "../workflow/scripts/provenance.py"
+        "../scripts/provenance.py"

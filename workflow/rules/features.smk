@@ -22,7 +22,7 @@ rule features_shard:
         corpus=corpus_spec,
         code=code_version("features.py"),
     script:
-        "../workflow/scripts/features.py"
+        "../scripts/features.py"
 
 
 rule features:
@@ -49,4 +49,4 @@ rule features:
         corpus=corpus_spec,
         code=code_version("features.py"),
     script:
-        "../workflow/scripts/features.py"
+        "../scripts/features.py"

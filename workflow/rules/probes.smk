@@ -19,4 +19,4 @@ rule probe:
         settings=config["probing"]["settings"],
         code=code_version("probe.py"),
     script:
-        "../workflow/scripts/probe.py"
+        "../scripts/probe.py"

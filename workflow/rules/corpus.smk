@@ -15,4 +15,4 @@ rule corpus:
         spec=corpus_spec,
         code=code_version("corpus.py"),
     script:
-        "../workflow/scripts/corpus.py"
+        "../scripts/corpus.py"

@@ -29,7 +29,7 @@ rule head_types:
         settings=attention_settings(),
         code=code_version("head_types.py"),
     script:
-        "../workflow/scripts/head_types.py"
+        "../scripts/head_types.py"
 
 
 rule head_ablation:
@@ -65,4 +65,4 @@ rule head_ablation:
         probe_settings=config["probing"]["settings"],
         code=code_version("head_ablation.py"),
     script:
-        "../workflow/scripts/head_ablation.py"
+        "../scripts/head_ablation.py"

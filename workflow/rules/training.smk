@@ -37,4 +37,4 @@ rule train_tera:
         state_dir="resources/training/tera_{language}",
         code=code_version("train_tera.py"),
     script:
-        "../workflow/scripts/train_tera.py"
+        "../scripts/train_tera.py"

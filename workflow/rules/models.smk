@@ -10,4 +10,4 @@ rule convert_ct2_whisper:
         package=lambda wildcards: wildcards.checkpoint.replace("_", "-"),
         code=code_version("convert_ct2_whisper.py"),
     script:
-        "../workflow/scripts/convert_ct2_whisper.py"
+        "../scripts/convert_ct2_whisper.py"
