@@ -1,6 +1,6 @@
 """Model adapters and converters, one file per model family (see DESIGN.md)."""
 
-from speechlens.models.base import Adapter
+from speechlens.models.base import CAPABILITIES, Adapter
 from speechlens.models.spectral import LogMelAdapter, MfccAdapter
 from speechlens.models.tera import TeraAdapter
 from speechlens.models.wav2vec2 import (
@@ -30,6 +30,17 @@ TRAIN_PREFIX = "train:"
 """``source: train:<language>`` names a TERA model trained by the workflow (rule train_tera)."""
 
 
+def has_capability(family: str, capability: str) -> bool:
+    """Whether model family ``family`` declares ``capability`` (see
+    :data:`~speechlens.models.base.CAPABILITIES`). Unknown families and capabilities are
+    errors that list the known ones."""
+    if capability not in CAPABILITIES:
+        raise KeyError(f"capability {capability!r} unknown; known: {list(CAPABILITIES)}")
+    if family not in ADAPTERS:
+        raise KeyError(f"model family {family!r} unknown; known: {sorted(ADAPTERS)}")
+    return capability in ADAPTERS[family].capabilities
+
+
 def make_adapter(
     spec: dict, settings: dict, *, checkpoint: str | None = None, threads: int = 1
 ) -> Adapter:
@@ -49,7 +60,7 @@ def make_adapter(
             raise ValueError(f"source {source!r} needs its converted or trained checkpoint folder")
         source = checkpoint
     options = {"threads": threads}
-    if family == "whisper":
+    if "padding" in ADAPTERS[family].option_names:
         options["padding"] = spec.get("padding", "pad30")
     return ADAPTERS[family](
         source,

@@ -35,6 +35,26 @@ import numpy as np
 
 INITS = ("pretrained", "random")
 
+CAPABILITIES = (
+    "spectral",
+    "self_attention",
+    "cross_attention",
+    "utterance_level",
+    "trained_by_workflow",
+)
+"""What a model family can do, declared by its adapter class (:attr:`Adapter.capabilities`):
+
+- ``spectral``: a one-layer signal-processing baseline (no weights, no layer curve);
+- ``self_attention``: self-attention heads (:meth:`Adapter.attention_projections`, head types,
+  head ablation);
+- ``cross_attention``: an encoder-decoder with cross-attention and a tokenizer (forced
+  decoding, cross-attention vs saliency);
+- ``utterance_level``: some layers exist only per utterance (an embedding), not per frame;
+- ``trained_by_workflow``: its checkpoint can be trained by the workflow (``source: train:``).
+
+Config validation and the rules ask these declarations, never family names.
+"""
+
 
 class AdapterError(RuntimeError):
     """An adapter was misused or misconfigured; the message says how to fix it."""
@@ -75,6 +95,8 @@ class Adapter(abc.ABC):
     """
 
     family: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    """Members of :data:`CAPABILITIES` this family has."""
     option_names: ClassVar[tuple[str, ...]] = ("threads",)
     max_samples: int | None = None
     """Longest waveform ``forward`` accepts, in samples at ``sample_rate`` (None: no limit;

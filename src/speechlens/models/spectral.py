@@ -38,6 +38,7 @@ class LogMelAdapter(Adapter):
     """
 
     family = "logmel"
+    capabilities = frozenset({"spectral"})
     option_names = ("threads", "n_mels", "sample_rate")
 
     def __init__(self, source: str | None = None, **kwargs: Any):

@@ -39,6 +39,7 @@ class TeraAdapter(Adapter):
     """A workflow-trained TERA model; see the module docstring. Options: ``threads``."""
 
     family = "tera"
+    capabilities = frozenset({"self_attention", "trained_by_workflow"})
 
     def __init__(self, source: str | None = None, **kwargs: Any):
         super().__init__(source, **kwargs)

@@ -68,6 +68,7 @@ class Wav2Vec2Adapter(HFAdapter):
     """
 
     family = "wav2vec2"
+    capabilities = frozenset({"self_attention"})
     model_class_name = "Wav2Vec2Model"
     option_names = ("threads", "normalize")
 

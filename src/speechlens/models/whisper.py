@@ -57,6 +57,7 @@ class WhisperAdapter(HFAdapter):
     """
 
     family = "whisper"
+    capabilities = frozenset({"self_attention", "cross_attention"})
     model_class_name = "WhisperModel"
     option_names = ("threads", "padding")
 
