@@ -4,6 +4,11 @@ VENV   ?= .venv
 # The CPU build of torch. GPU users: make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH  ?= torch==2.13.0
 CORES  ?= all
+# make run STUDY=<name>: the seed study config/studies/<name>.yaml (<name>.offline: its
+# offline variant), run in its own folder runs/<name>/ so studies never share outputs.
+STUDY  ?=
+CONFIG := $(if $(STUDY),--configfile config/studies/$(STUDY).yaml --directory runs/$(STUDY),)
+OUT    := $(if $(STUDY),runs/$(STUDY)/,)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
@@ -18,9 +23,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --report results/report.html --report-after-run
+	$(BIN)/snakemake --cores $(CORES) $(CONFIG) --report $(OUT)results/report.html --report-after-run
 	@echo
-	@echo "Figures: results/figures/<corpus>/   Report: results/report.html (open it in a browser)"
+	@echo "Figures: $(OUT)results/figures/<corpus>/   Report: $(OUT)results/report.html (open it in a browser)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
