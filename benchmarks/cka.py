@@ -81,7 +81,7 @@ done(out, time.perf_counter() - start, load_seconds=loaded, frames_used=k * m)
 """
 
 OURS_EXACT = """
-from speechlens.similarity import cka_matrix
+from speechlens.cka.statistic import cka_matrix
 start = time.perf_counter()
 layers = [x.cpu().numpy() for x in load_layers(args["frames"])]
 loaded = time.perf_counter() - start

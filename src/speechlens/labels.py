@@ -1,4 +1,4 @@
-"""Segments -> labels on a model's frame grid, per-class caps and control relabelling.
+"""Segments -> labels on a model's frame grid, and per-class caps.
 
 Frame labels follow the **frame-centre rule**: a frame whose centre time ``t`` (the store's
 ``time_s``) satisfies ``start_s <= t < end_s`` for a segment of the tier gets that segment's
@@ -19,7 +19,7 @@ of a corpus probes the same segments (those that hold a frame centre on its grid
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -161,18 +161,3 @@ def cap_units(table: pd.DataFrame, cap: int | None, seed: int, n_units: int) -> 
     order = order.sort_values(["label", "_round", "_unit_rank"], kind="stable")
     kept = order.groupby("label", sort=False).head(cap)
     return table.loc[kept.sort_values("_pos").index]
-
-
-def control_mapping(counts: Mapping[str, float], seed: int) -> dict[str, str]:
-    """Type-level control task (Hewitt & Liang 2019): each label type -> a random class.
-
-    ``counts`` maps every label type to its frequency (the label distribution). Each type is
-    mapped independently to a class drawn from the types with probabilities proportional to
-    ``counts``, by a generator seeded with ``seed``: every instance of a type gets the same
-    control label, and the same counts and seed give the same mapping.
-    """
-    types = sorted(counts)
-    p = np.asarray([counts[t] for t in types], np.float64)
-    rng = np.random.default_rng([seed, 1])  # a stream separate from the sampling streams
-    drawn = rng.choice(len(types), size=len(types), p=p / p.sum())
-    return {str(t): str(types[d]) for t, d in zip(types, drawn, strict=True)}

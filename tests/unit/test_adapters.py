@@ -78,6 +78,7 @@ def test_registry_names_every_family():
         "logmel",
         "mfcc",
         "tera",  # tests/unit/test_tera.py
+        "ge2e",  # tests/unit/test_ge2e.py
     }
     for name, cls in ADAPTERS.items():
         assert cls.family == name

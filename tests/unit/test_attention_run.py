@@ -10,12 +10,19 @@ import pytest
 
 from speechlens import audio, probing
 from speechlens.attention import settings as st
+from speechlens.attention import summary
 from speechlens.attention.ablation import ablation_groups, read_head_types, run_ablation
-from speechlens.attention.head_types import corpus_items, load_examples, run_head_types
+from speechlens.attention.head_types import (
+    TABLE,
+    corpus_items,
+    load_examples,
+    run_head_types,
+)
 from speechlens.attention.stats import TYPES, HeadStats
 from speechlens.corpora import synthetic
 from speechlens.extract import extract_corpus
 from speechlens.models import ADAPTERS
+from speechlens.tables import read_table
 from tests.tiny_models import save_tiny
 
 CORPUS = {
@@ -64,6 +71,7 @@ def head_types(corpus, whisper_dir, tmp_path_factory):
         corpus / "utterances.tsv",
         out / "head_types.tsv",
         out / "examples.zarr",
+        out_json=out / "head_types.json",
         settings=settings,
         attrs=ATTRS,
     )
@@ -72,27 +80,18 @@ def head_types(corpus, whisper_dir, tmp_path_factory):
 
 def test_head_table_is_tidy_and_complete(head_types):
     out, table, adapter, _ = head_types
-    written = pd.read_csv(out / "head_types.tsv", sep="\t")
-    assert list(written.columns) == [
-        "corpus",
-        "model",
-        "layer",
-        "head",
-        "type",
-        "diagonality",
-        "verticality",
-        "entropy",
-        "distance_ms",
-        "padding_mass",
-        "queries",
-    ]
+    written = read_table(TABLE, out / "head_types.tsv")
+    assert list(written.columns) == list(TABLE.columns)
+    assert {"diagonality", "entropy_norm", "yang_global", "yang_diagonal"} <= set(TABLE.columns)
+    assert set(written["classification"]) == {"threshold"}
+    assert written["entropy_norm"].between(0, 1).all()
     assert len(written) == (adapter.num_layers - 1) * adapter.num_heads == 4
     assert sorted(set(written["layer"])) == [1, 2] and set(written["type"]) <= set(TYPES)
     assert written[["diagonality", "verticality"]].apply(lambda c: c.between(0, 1)).all().all()
     # pad30: the valid keys get part of each row; the rest went to padding
     assert written["padding_mass"].between(0.01, 1).all()
     sidecar = json.loads((out / "head_types.json").read_text())
-    assert sidecar["utterances"] == 8 and sidecar["settings"]["diagonal_frames"] == 3
+    assert sidecar["utterances"] == 8 and sidecar["settings"]["diagonal_ms"] == 60
     assert sidecar["provenance"]["family"] == "whisper"
 
 
@@ -103,7 +102,7 @@ def test_corpus_table_equals_stats_of_every_utterance_one_by_one(head_types, cor
     acc = HeadStats(
         adapter.num_layers - 1,
         adapter.num_heads,
-        diagonal_frames=s["diagonal_frames"],
+        diagonal_ms=s["diagonal_ms"],
         vertical_fraction=s["vertical_fraction"],
         frame_rate_hz=adapter.frame_rate_hz,
     )
@@ -112,7 +111,14 @@ def test_corpus_table_equals_stats_of_every_utterance_one_by_one(head_types, cor
         _, (attn,) = adapter.forward([wave], output_attentions=True)
         acc.update(attn)
     ref = acc.table(s["thresholds"])
-    for key in ("diagonality", "verticality", "entropy", "distance_ms", "padding_mass"):
+    for key in (
+        "diagonality",
+        "verticality",
+        "entropy",
+        "distance_ms",
+        "padding_mass",
+        "yang_global",
+    ):
         np.testing.assert_allclose(table[key], ref[key], rtol=1e-5, atol=1e-7)
     assert table["type"].tolist() == ref["type"].tolist()
     assert table["queries"].tolist() == ref["queries"].tolist()
@@ -139,6 +145,7 @@ def test_model_without_attention_is_an_error(corpus, tmp_path):
             corpus / "utterances.tsv",
             tmp_path / "t.tsv",
             tmp_path / "e.zarr",
+            out_json=tmp_path / "t.json",
             settings={},
             attrs=ATTRS,
         )
@@ -188,13 +195,15 @@ def test_head_table_of_another_model_is_named(tmp_path):
 def ablation(head_types, corpus, whisper_dir):
     out, _, _, _ = head_types
     adapter = whisper(whisper_dir, padding="trim")
-    settings = {"ablation": {"layers": [1, -1], "random_draws": 1, "max_utterances": None}}
+    settings = {"ablation": {"layers": [1, -1], "random_draws": 2, "max_utterances": None}}
     table = run_ablation(
         adapter,
         corpus / "utterances.tsv",
         corpus / "segments.tsv",
         out / "head_types.tsv",
         out / "ablation.tsv",
+        out_json=out / "ablation.json",
+        out_summary=out / "ablation_summary.tsv",
         settings=settings,
         task=TASK,
         task_name="phone",
@@ -275,6 +284,8 @@ def test_mean_mode_is_recorded_and_differs_from_zeroing(ablation, corpus, tmp_pa
         corpus / "segments.tsv",
         out / "head_types.tsv",
         tmp_path / "ablation.tsv",
+        out_json=tmp_path / "ablation.json",
+        out_summary=tmp_path / "ablation_summary.tsv",
         settings=settings,
         task=TASK,
         task_name="phone",
@@ -293,3 +304,31 @@ def test_mean_mode_is_recorded_and_differs_from_zeroing(ablation, corpus, tmp_pa
     np.testing.assert_array_equal(both["baseline_mean"], both["baseline_zero"])
     ablated = both[both["group"] != "none"]
     assert (ablated["value_mean"] != ablated["value_zero"]).any()
+
+
+def test_ablation_summary_ranks_each_typed_group_among_its_random_controls(ablation):
+    """Issue 19: the summary gives each typed group's drop a rank and an empirical p-value
+    among the random draws of its size, computed from the table's fold means."""
+    out, table, _ = ablation
+    written = read_table(summary.TABLE, out / "ablation_summary.tsv")
+    assert list(written.columns) == list(summary.TABLE.columns)
+    mean = table[table["fold"] == "mean"]
+    typed = mean[mean["kind"].isin(["type", "all_but_type"])]
+    assert len(written) == len(typed)
+    for row in written.itertuples():
+        group = typed[
+            (typed["group"] == row.group)
+            & (typed["layer"] == row.layer)
+            & (typed["metric"] == row.metric)
+        ]
+        assert row.delta_mean == pytest.approx(group["delta"].iloc[0], abs=1e-5)
+        controls = mean[
+            (mean["kind"] == "random")
+            & (mean["n_heads"] == row.n_heads)
+            & (mean["layer"] == row.layer)
+            & (mean["metric"] == row.metric)
+        ]["delta"].to_numpy()
+        assert row.control_draws == len(controls) == 2
+        below = int((controls <= group["delta"].iloc[0]).sum())
+        assert row.rank == 1 + below
+        assert row.p_value == pytest.approx((1 + below) / 3)

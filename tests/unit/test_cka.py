@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from speechlens import audio, cka, store
+from speechlens.cka.statistic import cka_matrix, linear_cka
 from speechlens.extract import extract_corpus
 from speechlens.models import make_adapter
-from speechlens.similarity import cka_matrix, linear_cka
 
 HOP = 0.010  # the fine grid (logmel-like: centres at 12.5 ms, 22.5 ms, ...)
 FIRST = 0.0125
@@ -147,9 +147,75 @@ def test_time_alignment_of_two_frame_rates_gives_one_on_the_diagonal(
 def test_time_units_pool_the_finer_frames_into_each_coarse_span(fine_and_coarse):
     fine, coarse, hidden, _ = fine_and_coarse
     units = cka.time_units(store.open_store(fine), store.open_store(coarse))
-    np.testing.assert_array_equal(units.stop_a - units.start_a, 2)  # two 10 ms frames each
-    np.testing.assert_array_equal(units.stop_b - units.start_b, 1)
+    np.testing.assert_array_equal(units.a.counts, 2)  # two 10 ms frames each, half and half
+    np.testing.assert_allclose(units.a.weight, 0.5)
+    np.testing.assert_array_equal(units.b.counts, 1)
     assert len(units) == sum(h.shape[1] // 2 for h in hidden)
+
+
+def pooled_centres(pooling: cka.Pooling, times: np.ndarray) -> np.ndarray:
+    """Weighted mean time of each unit's frames (s)."""
+    return np.add.reduceat(pooling.weight * times[pooling.index], pooling.ptr[:-1])
+
+
+def test_a_10_ms_grid_pools_onto_a_20_ms_grid_centred_with_uniform_counts():
+    """Issue 14.5: a 20 ms grid (Whisper: 0, 20, 40 ms ...) and a 10 ms grid of the same
+    signal (its mel frames: 0, 10, 20 ms ...): each 20 ms frame pools three 10 ms frames
+    weighted 1/4, 1/2, 1/4 by overlap, centred on it; no count depends on float ties."""
+    coarse = 0.02 * np.arange(200)
+    fine = np.arange(400) / 100.0  # 0.07 etc. are not exact in binary: ties everywhere
+    pooling = cka.overlap_pooling(coarse, 0.02, fine, 0.01)
+    inner = slice(1, 199)
+    np.testing.assert_array_equal(pooling.counts[inner], 3)
+    centres = pooled_centres(pooling, fine)
+    assert np.abs(centres[inner] - coarse[inner]).max() < 1e-3
+    np.testing.assert_allclose(
+        pooling.take(np.arange(1, 199)).weight.reshape(-1, 3), [[0.25, 0.5, 0.25]] * 198
+    )
+    # the first frame's span starts before the fine grid: its two frames, 1/3 and 2/3
+    np.testing.assert_allclose(pooling.weight[: pooling.ptr[1]], [2 / 3, 1 / 3])
+    # jitter of the order of float rounding changes no count and no weight beyond it
+    rng = np.random.default_rng(0)
+    jittered = cka.overlap_pooling(
+        coarse + rng.normal(0, 1e-12, 200), 0.02, fine + rng.normal(0, 1e-12, 400), 0.01
+    )
+    np.testing.assert_array_equal(jittered.counts, pooling.counts)
+    np.testing.assert_allclose(jittered.weight, pooling.weight, atol=1e-9)
+
+
+def test_a_shifted_10_ms_grid_pools_by_overlap_not_by_centre():
+    """The logmel grid (centres at 12.5 ms + 10 ms k) on a 20 ms grid: every interior coarse
+    frame pools three fine frames weighted by overlap (7.5, 10 and 2.5 ms of its span), the
+    same for all, and the pooled centre is the coarse centre."""
+    coarse = 0.02 * np.arange(100)
+    fine = 0.0125 + 0.01 * np.arange(200)
+    pooling = cka.overlap_pooling(coarse, 0.02, fine, 0.01)
+    inner = slice(1, 99)
+    np.testing.assert_array_equal(pooling.counts[inner], 3)
+    w = pooling.take(np.arange(1, 99)).weight.reshape(-1, 3)
+    np.testing.assert_allclose(w, [[0.375, 0.5, 0.125]] * 98)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    assert np.abs(pooled_centres(pooling, fine)[inner] - coarse[inner]).max() < 1e-3
+
+
+def test_pooled_reading_equals_the_weighted_mean_of_the_frames(fine_and_coarse):
+    fine, _, hidden, _ = fine_and_coarse
+    ds = store.open_store(fine)
+    flat = np.concatenate(hidden, axis=1)  # (layer, frame, feature)
+    pooling = cka.Pooling(
+        np.array([0, 3, 4, 6]),
+        np.array([5, 6, 7, 2, 6, 300]),
+        np.array([0.25, 0.5, 0.25, 1, 0.9, 0.1]),
+    )
+    (got,) = cka.read_units(ds, [1], pooling)
+    ref = np.stack(
+        [
+            0.25 * flat[1, 5] + 0.5 * flat[1, 6] + 0.25 * flat[1, 7],
+            flat[1, 2],
+            0.9 * flat[1, 6] + 0.1 * flat[1, 300],
+        ]
+    )
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
 
 
 def test_logmel_at_10_ms_against_itself_pooled_to_20_ms(tmp_path):

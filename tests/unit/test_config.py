@@ -61,11 +61,15 @@ def test_config_hash_is_stable_and_order_free():
     assert len(config_hash({})) == 16
 
 
-def test_schema_probing_defaults_match_the_library():
-    from speechlens.probing import DEFAULT_TASKS, SETTINGS_DEFAULTS, TASK_DEFAULTS
+def test_schema_probing_defaults_are_the_library_defaults():
+    """The workflow's validated config and the library (which reads the packaged schema)
+    resolve every shipped task and the probe settings the same way."""
+    from speechlens.probing import default_tasks, resolve_task
+    from speechlens.schema import defaults
 
     config = {"corpora": {"a": {"kind": "synthetic"}}}
     validate(config, str(SCHEMA_PATH))
-    assert config["probing"]["settings"] == SETTINGS_DEFAULTS
-    for name, task in DEFAULT_TASKS.items():
-        assert config["probing"]["tasks"][name] == {**TASK_DEFAULTS, **task}, name
+    assert config["probing"]["settings"] == defaults("probing.settings")
+    assert set(config["probing"]["tasks"]) == set(default_tasks())
+    for name, task in default_tasks().items():
+        assert resolve_task(config["probing"]["tasks"][name]) == resolve_task(task), name

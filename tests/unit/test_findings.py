@@ -148,51 +148,63 @@ def test_convexity_reads_the_curvature_sign():
     assert v["m / stress"].verdict == "disagrees"
 
 
-def ablation_table(typed_delta, random_deltas, size=6):
-    rows = [
-        {
-            "group": "diagonal",
-            "kind": "type",
-            "type": "diagonal",
-            "n_heads": size,
-            "fold": "mean",
-            "delta": typed_delta,
-        }
-    ]
-    rows += [
-        {
-            "group": f"random_{size}_{i}",
-            "kind": "random",
-            "type": "",
-            "n_heads": size,
-            "fold": "mean",
-            "delta": d,
-        }
-        for i, d in enumerate(random_deltas)
-    ]
-    rows += [
-        {
-            "group": "random_18_0",
-            "kind": "random",
-            "type": "",
-            "n_heads": 18,
-            "fold": "mean",
-            "delta": -0.9,
-        }
-    ]  # another size: never a control of size 6
-    return pd.DataFrame(rows)
+def ablation_summary(typed_delta, random_deltas, size=6):
+    """An ablation summary table, built with the library's own summariser."""
+    from speechlens.attention.summary import summarise
+
+    rows = []
+
+    def add(group, kind, typ, draw, n, delta):
+        for fold in range(5):
+            rows.append(
+                {
+                    "corpus": "c",
+                    "model": "m",
+                    "task": "phone",
+                    "probe": "linear",
+                    "mode": "zero",
+                    "group": group,
+                    "kind": kind,
+                    "type": typ,
+                    "draw": draw,
+                    "n_heads": n,
+                    "layer": 4,
+                    "fold": str(fold),
+                    "metric": "macro_f1",
+                    "value": 0.6 + delta,
+                    "baseline": 0.6,
+                    "delta": delta + 0.001 * (fold - 2),
+                }
+            )
+
+    add("none", "none", "", "", 0, 0.0)
+    add("diagonal", "type", "diagonal", "", size, typed_delta)
+    for i, d in enumerate(random_deltas):
+        add(f"random_{size}_{i}", "random", "", str(i), size, d)
+    add("random_18_0", "random", "", "0", 18, -0.9)  # another size: never a control of size 6
+    table = pd.DataFrame(rows)
+    summary = table.groupby(
+        [c for c in table.columns if c not in ("fold", "value", "baseline", "delta")], dropna=False
+    )
+    means = summary[["value", "baseline", "delta"]].mean().reset_index().assign(fold="mean")
+    sds = summary[["value", "baseline", "delta"]].std(ddof=1).reset_index().assign(fold="std")
+    return summarise(pd.concat([table, means, sds], ignore_index=True))
 
 
-def test_diagonal_heads_need_ten_draws_then_rank():
-    res = Results(ablation={"m": ablation_table(-0.17, [-0.16, 0.03])})
-    v = verdicts("diagonal_heads_matter", res)["m"]
+def test_diagonal_heads_need_enough_draws_then_rank():
+    res = Results(ablation={"m": ablation_summary(-0.17, [-0.16, 0.03])})
+    (v,) = CLAIMS["diagonal_heads_matter"](res)
     assert v.verdict == "inconclusive" and str(MIN_RANDOM_DRAWS) in v.reason
     rng = np.random.default_rng(0)
-    res = Results(ablation={"m": ablation_table(-0.3, rng.uniform(-0.05, 0.02, 19))})
-    v = verdicts("diagonal_heads_matter", res)["m"]
+    res = Results(ablation={"m": ablation_summary(-0.17, rng.uniform(-0.2, 0.03, 10))})
+    (v,) = CLAIMS["diagonal_heads_matter"](res)
+    assert v.verdict == "inconclusive"  # 10 draws: p >= 1/11 even at rank 1
+    res = Results(ablation={"m": ablation_summary(-0.3, rng.uniform(-0.05, 0.02, 19))})
+    (v,) = CLAIMS["diagonal_heads_matter"](res)
     assert v.verdict == "agrees" and v.p_value == pytest.approx(1 / 20)
-    res = Results(ablation={"m": ablation_table(0.05, rng.uniform(-0.2, -0.05, 19))})
-    assert verdicts("diagonal_heads_matter", res)["m"].verdict == "disagrees"
+    res = Results(ablation={"m": ablation_summary(0.05, rng.uniform(-0.2, -0.05, 19))})
+    (v,) = CLAIMS["diagonal_heads_matter"](res)
+    assert v.verdict == "disagrees"
 
 
 def saliency_table(global_r, head_r, layers=4, heads=2, utts=12, seed=0):

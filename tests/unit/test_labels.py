@@ -1,4 +1,4 @@
-"""Segments -> frame labels (frame-centre rule), boundary/silence policies, caps, control task."""
+"""Segments -> frame labels (frame-centre rule), boundary/silence policies, caps."""
 
 from __future__ import annotations
 
@@ -183,15 +183,3 @@ def test_rare_class_takes_more_frames_per_segment_round_robin():
     rare = n_seg.idxmin()
     per_seg = capped[capped["label"] == rare].groupby("segment").size()
     assert per_seg.sum() == cap and per_seg.max() - per_seg.min() <= 1
-
-
-def test_control_mapping_is_type_level_and_deterministic():
-    counts = {"a": 50, "b": 30, "c": 10, "d": 5, "e": 5}
-    m1 = labels.control_mapping(counts, seed=0)
-    assert m1 == labels.control_mapping(dict(reversed(counts.items())), seed=0)
-    assert set(m1) == set(counts) and set(m1.values()) <= set(counts)
-    others = [labels.control_mapping(counts, seed=s) for s in range(1, 20)]
-    assert any(o != m1 for o in others)
-    # classes are drawn from the label distribution: the frequent type is drawn most
-    drawn = pd.Series([v for o in others for v in o.values()]).value_counts()
-    assert drawn.idxmax() == "a"

@@ -11,10 +11,12 @@ from matplotlib.colors import to_hex
 from matplotlib.container import BarContainer
 
 from speechlens.attention.ablation import _table as ablation_table
+from speechlens.attention.head_types import TABLE as HEAD_TABLE
 from speechlens.attention.stats import classify
 from speechlens.plotting.attention import (
     TYPE_COLOURS,
     TYPES,
+    ablation_summary,
     plot_ablation,
     plot_head_types,
     read_ablation,
@@ -39,17 +41,22 @@ def _head_table(n_layers=3, n_heads=4):
     d = RNG.uniform(0.0, 1.0, layer.size)
     v = RNG.uniform(0.0, 0.8, layer.size)
     d[:3], v[:3] = [0.9, 0.1, 0.2], [0.1, 0.7, 0.1]  # one of each type, whatever the draw
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "corpus": "c",
             "model": "m",
             "layer": layer.ravel(),
             "head": head.ravel(),
             "type": classify(d, v, THRESHOLDS),
+            "classification": "threshold",
             "diagonality": d,
             "verticality": v,
         }
     )
+    for column in HEAD_TABLE.columns:  # the other metrics: any numbers
+        if column not in table:
+            table[column] = RNG.uniform(0.0, 1.0, len(table))
+    return table[list(HEAD_TABLE.columns)]
 
 
 def _examples(table, frames=12, crop=20, rate=50.0):
@@ -135,6 +142,17 @@ def test_head_types_show_one_example_map_per_type(tmp_path):
     _readable(fig)
 
 
+def test_yang_types_are_drawn_without_threshold_lines():
+    table = _head_table().assign(classification="yang2020")
+    fig = plot_head_types(table, THRESHOLDS)
+    scatter = fig.axes[1]
+    assert not [ln for ln in scatter.get_lines() if "threshold" in ln.get_label()]
+    assert "Yang" in scatter.get_title()
+    legend = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert "diagonal threshold" not in legend
+    _readable(fig)
+
+
 def test_big_grids_drop_the_cell_labels_but_keep_the_scatter():
     table = _head_table(12, 12)
     fig = plot_head_types(table, THRESHOLDS)
@@ -149,7 +167,7 @@ def test_read_head_types_names_the_file_and_line(tmp_path):
     table.to_csv(path, sep="\t", index=False)
     assert read_head_types(path)["layer"].tolist() == table["layer"].tolist()
     table.drop(columns="verticality").to_csv(path, sep="\t", index=False)
-    with pytest.raises(ValueError, match=r"head_types.tsv: table lacks columns \['verticality'\]"):
+    with pytest.raises(ValueError, match=r"head_types.tsv: .* lacks columns \['verticality'\]"):
         read_head_types(path)
     table.assign(type=["odd"] + table["type"].tolist()[1:]).to_csv(path, sep="\t", index=False)
     with pytest.raises(ValueError, match=r"unknown head types \['odd'\]"):
@@ -244,8 +262,14 @@ def test_ablation_bars_are_the_fold_means_with_controls_beside(ablation):
         assert control == pytest.approx([np.mean(draws[n]) for n in (2, 6, 6)])
         dots = [ln for ln in ax.get_lines() if ln.get_label() == "random draw"]
         assert sorted(dots[0].get_ydata()) == pytest.approx(sorted(draws[2]))
-        labels = [t.get_text() for t in ax.get_xticklabels()]
-        assert labels == ["diagonal\n(2 heads)", "all but diagonal\n(6 heads)", "global\n(6 heads)"]
+        labels = [t.get_text().split("\np = ") for t in ax.get_xticklabels()]
+        names = ["diagonal\n(2 heads)", "all but diagonal\n(6 heads)", "global\n(6 heads)"]
+        assert [label[0] for label in labels] == names
+        # the summary's empirical p-value of each group among its 3 draws, under its name
+        summary = ablation_summary(ablation, layer, "macro_f1")
+        assert [float(label[1]) for label in labels] == pytest.approx(
+            summary["p_value"].round(2).tolist()
+        )
         assert ax.get_ylabel() == "Δ macro-F1 (ablated − un-ablated)"
     _readable(fig)
 
@@ -267,5 +291,5 @@ def test_ablation_without_controls_has_no_control_bars(ablation):
 def test_read_ablation_names_the_file(tmp_path, ablation):
     path = tmp_path / "ablation.tsv"
     ablation.drop(columns="delta").to_csv(path, sep="\t", index=False)
-    with pytest.raises(ValueError, match=r"ablation.tsv: table lacks columns \['delta'\]"):
+    with pytest.raises(ValueError, match=r"ablation.tsv: .* lacks columns \['delta'\]"):
         read_ablation(path)

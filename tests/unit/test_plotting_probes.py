@@ -41,6 +41,13 @@ def table():
         rows += _rows(model, "phone", "linear", "macro_f1", layers, real)
         rows += _rows(model, "phone", "linear_control", "macro_f1", layers, control)
         rows += _rows(model, "phone", "linear_selectivity", "macro_f1", layers, real - control)
+        if model == "deep":  # layer 2: one fold's fit hit its limit; the control's layer 0: all
+            capped = np.zeros((n, FOLDS))
+            capped[2, 1] = 1.0
+            rows += _rows(model, "phone", "linear", "not_converged", layers, capped)
+            capped = np.zeros((n, FOLDS))
+            capped[0] = 1.0
+            rows += _rows(model, "phone", "linear_control", "not_converged", layers, capped)
         rows += _rows(model, "lang", "linear", "macro_f1", layers, _folds(n))
         rows += _rows(model, "lang", "linear", "accuracy", layers, _folds(n))
         offset = 0.01 if model == "spec" else 0.0
@@ -190,7 +197,25 @@ def test_layer_weights_need_a_model_with_layers(table):
         plot_layer_weights(table[table["model"] == "spec"])
 
 
+def test_fits_at_the_iteration_limit_are_ringed(table):
+    fig = plot_probe_curves(table, "linear", "macro_f1", models=["deep", "spec"])
+    phone = _axis(fig, "phone")
+    ring = _line(phone, "deep not converged")
+    assert ring.get_xdata().tolist() == [2]
+    assert ring.get_ydata()[0] == pytest.approx(_mean(table, "deep", "phone", "linear")[2])
+    ring = _line(phone, "deep control not converged")
+    assert ring.get_xdata().tolist() == [0]
+    assert ring.get_ydata()[0] == pytest.approx(_mean(table, "deep", "phone", "linear_control")[0])
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "fit hit its iteration limit" in labels
+    assert not [ln for ln in _axis(fig, "lang").get_lines() if "converged" in ln.get_label()]
+    clean = table[table["metric"] != "not_converged"]
+    fig = plot_probe_curves(clean, "linear", "macro_f1", models=["deep", "spec"])
+    assert "fit hit its iteration limit" not in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
 def test_read_probe_tables_round_trip_and_errors(table, tmp_path):
+    table = table.assign(corpus="toy", level="frame")
     a, b = tmp_path / "a.tsv", tmp_path / "b.tsv"
     table[table["model"] == "deep"].to_csv(a, sep="\t", index=False)
     table[table["model"] == "spec"].to_csv(b, sep="\t", index=False)

@@ -19,8 +19,9 @@ from speechlens.plotting.saliency import (
     read_saliency_table,
 )
 from speechlens.plotting.style import MIN_FONT_PT
-from speechlens.saliency.correlate import correlation_rows, summarise
-from speechlens.saliency.pipeline import save_example
+from speechlens.saliency.correlate import SUMMARY, TABLE, correlation_rows, summarise
+from speechlens.saliency.pipeline import APPROXIMATION, save_example
+from speechlens.tables import write_table
 
 RNG = np.random.default_rng(11)
 LAYERS, HEADS, FRAMES = 3, 4, 30
@@ -52,8 +53,8 @@ def outputs(tmp_path_factory):
         raw[utt] = (cross, maps)
         tables.append(correlation_rows(utt, TOKENS, cross, maps, FRAMES))
     table = pd.concat(tables, ignore_index=True)
-    table.to_csv(folder / "t.tsv", sep="\t", index=False, float_format="%.6g")
-    summarise(table).to_csv(folder / "s.tsv", sep="\t", index=False, float_format="%.6g")
+    write_table(TABLE, table, folder / "t.tsv")
+    write_table(SUMMARY, summarise(table), folder / "s.tsv")
     cross, maps = raw["u1"]
     n_mel = 2 * FRAMES - 1
     extra = {
@@ -99,11 +100,11 @@ def test_heatmaps_show_mean_r_per_head_on_a_diverging_scale(outputs):
         )
         assert (image.norm.vmin, image.norm.vmax) == (-1.0, 1.0)
         assert image.get_cmap().name.startswith(CORRELATION_CMAP)
-        # the summary's best head is outlined
+        # the summary's in-sample best head is outlined
         best = summary[
             (summary["method"] == method)
             & (summary["level"] == "head")
-            & (summary["statistic"] == "best")
+            & (summary["statistic"] == "best_in_sample")
         ].iloc[0]
         (box,) = ax.patches
         assert box.get_xy() == (int(best["head"]) - 0.5, int(best["layer"]) - 0.5)
@@ -149,11 +150,13 @@ def test_example_aligns_spectrogram_saliency_and_attention_in_seconds(outputs):
     np.testing.assert_allclose(
         att_ax.get_images()[0].get_array(), att / att.max(axis=1, keepdims=True), atol=2e-3
     )
-    # one time axis in seconds: shared, and every image spans the utterance
+    # one time axis in seconds: shared, and every image spans the utterance, each column
+    # centred on its frame's time (encoder frame j at 20 j ms, mel frame i at 10 i ms)
     assert sal_ax.get_shared_x_axes().joined(mel_ax, att_ax)
-    for ax in (mel_ax, sal_ax, att_ax):
+    for ax, half in ((mel_ax, 0.005), (sal_ax, 0.01), (att_ax, 0.01)):
         left, right = ax.get_images()[0].get_extent()[:2]
-        assert (left, right) == pytest.approx((0.0, FRAMES * 0.02), abs=0.011)
+        n = ax.get_images()[0].get_array().shape[1]
+        assert (left, right) == pytest.approx((-half, (n - 1) * 2 * half + half), abs=1e-6)
     assert att_ax.get_xlabel() == "time (s)"
     tokens = [t.strip() for t in TOKENS]
     for ax in (sal_ax, att_ax):
@@ -173,7 +176,7 @@ def test_readers_name_the_file_and_line(tmp_path, outputs):
     table, summary, _, _ = outputs
     path = tmp_path / "cross_attention_saliency.tsv"
     table.drop(columns="pearson_r").to_csv(path, sep="\t", index=False)
-    with pytest.raises(ValueError, match=r"saliency.tsv: table lacks columns \['pearson_r'\]"):
+    with pytest.raises(ValueError, match=r"saliency.tsv: .*table lacks columns \['pearson_r'\]"):
         read_saliency_table(path)
     bad = table.astype({"pearson_r": object})
     bad.loc[3, "pearson_r"] = "high"
@@ -186,3 +189,13 @@ def test_readers_name_the_file_and_line(tmp_path, outputs):
     assert np.isnan(read_saliency_table(path)["pearson_r"].iloc[3])
     with pytest.raises(ValueError, match="no single-head rows"):
         plot_cross_attention_saliency(table[table["head"] == "mean"], summary)
+
+
+def test_trim_is_labelled_an_approximation(outputs):
+    table, summary, example, _ = outputs
+    fig = plot_cross_attention_saliency(table, summary, example, model="m")
+    assert "approximation" not in fig.get_suptitle()
+    approx = example.copy()
+    approx.attrs = {**example.attrs, "approximation": APPROXIMATION}
+    fig = plot_cross_attention_saliency(table, summary, approx, model="m")
+    assert "approximation" in fig.get_suptitle()

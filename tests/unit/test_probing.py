@@ -19,7 +19,8 @@ FAST = {"mlp_max_iter": 60, "weighted_sum_epochs": 30, "weighted_sum_batch_size"
 
 
 def _corpus(root, rng):
-    """2 languages x 6 speakers (3 female, 3 male) x 5 utterances of 14 phones (40-100 ms)."""
+    """2 languages x 6 speakers (3 female, 3 male) x 5 utterances of 14 phones (40-100 ms);
+    a word tier groups them 3, 4, 3, 4 (the word label spells its phones)."""
     utts, segs = [], []
     for lang in ("xx", "yy"):
         for s in range(6):
@@ -27,10 +28,18 @@ def _corpus(root, rng):
             for k in range(5):
                 uid = f"{speaker}_{k}"
                 t = 0.0
+                phones = []
                 for _ in range(14):
                     d = round(float(rng.uniform(0.04, 0.1)), 3)
-                    segs.append((uid, "phone", t, round(t + d, 3), str(rng.choice(PHONES))))
+                    phones.append((uid, "phone", t, round(t + d, 3), str(rng.choice(PHONES))))
                     t = round(t + d, 3)
+                segs += phones
+                first = 0
+                for n in (3, 4, 3, 4):
+                    word = phones[first : first + n]
+                    label = "".join(p[4] for p in word)
+                    segs.append((uid, "word", word[0][2], word[-1][3], label))
+                    first += n
                 gender = "female" if s < 3 else "male"
                 utts.append((uid, f"audio/{uid}.wav", speaker, lang, gender, "", t, 16000))
     cols = ["utterance_id", "audio", "speaker", "language", "gender", "text", "duration_s"]
@@ -49,7 +58,7 @@ def _features(utterances, segments, rng, dim=12):
     hidden, times = [], []
     for row in utterances.itertuples():
         t = (np.arange(int(np.ceil(row.duration_s / HOP))) + 0.5) * HOP
-        seg = segments[segments["utterance_id"] == row.utterance_id]
+        seg = segments[(segments["utterance_id"] == row.utterance_id) & (segments.tier == "phone")]
         idx = np.searchsorted(seg["start_s"].to_numpy(), t, side="right") - 1
         phone = np.stack([means[p] for p in seg["label"].to_numpy()[idx]])
         h = rng.normal(0, 1, (3, len(t), dim))
@@ -91,7 +100,7 @@ def _load(corpus, **task):
 
 
 def _run(corpus, tmp_path, name, task, threads=1):
-    out = tmp_path / f"{name}.tsv"
+    out, sidecar = tmp_path / f"{name}.tsv", tmp_path / f"{name}.provenance.json"
     probing.run_task(
         corpus / "features.zarr",
         corpus / "utterances.tsv",
@@ -99,10 +108,11 @@ def _run(corpus, tmp_path, name, task, threads=1):
         task,
         FAST,
         out,
+        sidecar=sidecar,
         threads=threads,
     )
     table = pd.read_csv(out, sep="\t", dtype={"layer": str, "fold": str})
-    return table, json.loads(out.with_suffix(".json").read_text()), out
+    return table, json.loads(sidecar.read_text()), out
 
 
 def _mean(table, probe, metric, layer):
@@ -114,7 +124,7 @@ def _mean(table, probe, metric, layer):
 
 
 def _folds(picked):
-    return list(PredefinedSplit(picked["test_fold"]).split())
+    return list(PredefinedSplit(picked.test_fold).split())
 
 
 @pytest.mark.parametrize("group_by", ["speaker", None])
@@ -125,7 +135,7 @@ def test_frame_folds_never_split_a_group_or_an_utterance(corpus, group_by):
     picked = probing.frame_samples(ds, utterances, segments, task)
     # the utterance and speaker of every probed frame, from the store's own coords
     ids = np.asarray([str(u) for u in ds["utterance_id"].values])
-    utt_of = ids[ds["utterance_index"].values[picked["index"]]]
+    utt_of = ids[ds["utterance_index"].values[picked.index]]
     speaker_of = utterances.set_index("utterance_id").loc[utt_of, "speaker"].to_numpy()
     splits = _folds(picked)
     assert len(splits) == 5
@@ -134,7 +144,7 @@ def test_frame_folds_never_split_a_group_or_an_utterance(corpus, group_by):
         assert not set(utt_of[train]) & set(utt_of[test])
         if group_by == "speaker":
             assert not set(speaker_of[train]) & set(speaker_of[test])
-        assert len(set(picked["label"][test])) > 1
+        assert len(set(picked.label[test])) > 1
         covered[test] += 1
     assert (covered == 1).all()
 
@@ -162,11 +172,11 @@ def test_models_with_other_frame_grids_share_folds_and_segments(corpus, tmp_path
         probing.frame_samples(store.open_store(path), utterances, segments, task)
         for path in (corpus / "features.zarr", tmp_path / "fine.zarr")
     ]
-    fold_of = [dict(zip(p["group"], p["test_fold"], strict=True)) for p in picks]
+    fold_of = [dict(zip(p.group, p.test_fold, strict=True)) for p in picks]
     assert fold_of[0] == fold_of[1]
-    assert picks[0]["unit_counts"] == picks[1]["unit_counts"]
-    assert len(picks[0]["unit"]) == len(picks[1]["unit"]) == 6 * 60  # one frame per segment
-    assert set(picks[0]["unit"]) == set(picks[1]["unit"])
+    assert picks[0].unit_counts == picks[1].unit_counts
+    assert len(picks[0].unit) == len(picks[1].unit) == 6 * 60  # one frame per segment
+    assert set(picks[0].unit) == set(picks[1].unit)
 
 
 def test_speaker_task_splits_utterances_not_speakers(corpus):
@@ -278,18 +288,28 @@ def test_phone_table_with_control_selectivity_and_provenance(corpus, tmp_path):
     assert max(meta["samples_per_class"].values()) <= 120
     assert meta["store_attrs"]["config_hash"] == "abc"
     assert {"scikit-learn", "torch", "speechlens"} <= set(meta["versions"])
-    assert len(meta["folds"]) == 5 and set(meta["control_mapping"]) == set(
-        meta["samples_per_class"]
-    )
+    assert len(meta["folds"]) == 5
+    assert meta["control"]["by"] == ["word"] and meta["task_settings"]["control"] == {
+        "by": ["word"]
+    }
+    assert set(meta["control"]["class_distribution"]) == set(meta["samples_per_class"])
     assert meta["probe_settings"]["mlp_max_iter"] == 60
+    # iterative probes count their fits that stopped at the iteration limit, per layer
+    counts = table[table.metric == "not_converged"]
+    assert set(counts.probe) == {"linear", "mlp", "linear_control", "mlp_control"}
+    assert set(counts.layer) == {"0", "1", "2"} and counts["value"].between(0, 1).all()
+    assert not {"linear_selectivity"} & set(counts.probe)
 
 
-def test_control_labels_are_type_level(corpus):
+def test_control_labels_are_seeded_and_shared_across_loads(corpus):
+    """(The definition is tested in test_probing_control.py.)"""
     data, _, _ = _load(corpus, level="frame", source="phone", group_by="speaker", control=True)
-    pairs = pd.DataFrame({"real": data.y, "control": data.control}).drop_duplicates()
-    assert pairs["real"].is_unique  # every phone type -> one control class
     again, _, _ = _load(corpus, level="frame", source="phone", group_by="speaker", control=True)
     assert (again.control == data.control).all()
+    other, _, _ = _load(
+        corpus, level="frame", source="phone", group_by="speaker", control=True, seed=1
+    )
+    assert set(data.control) <= set(data.y) and not np.array_equal(other.control, data.control)
 
 
 def test_same_inputs_and_seed_give_the_same_table(corpus, tmp_path):
@@ -333,3 +353,47 @@ def test_unknown_source_is_named(corpus):
         _load(corpus, level="frame", source="accent")
     with pytest.raises(probing.ProbingError, match="accent"):
         _load(corpus, level="utterance", source="accent")
+
+
+# ----------------------------------------------------------------------------- convergence
+
+
+def test_linear_fits_at_the_iteration_limit_are_counted_per_layer():
+    rng = np.random.default_rng(4)
+    X, y = _clusters(400, 4, 8, rng, sep=1)
+    groups = np.asarray([f"g{i % 20}" for i in range(len(y))])
+    data = probing.TaskData(np.stack([X, X, X]), y, groups)
+    task = {"level": "frame", "source": "x", "probes": ["linear"], "folds": 3}
+    starved, info = probing.probe_arrays(data, task, {"linear_max_iter": 2})
+    fed, _ = probing.probe_arrays(data, task, {})  # the default limit
+    for table, expected in ((starved, 1.0), (fed, 0.0)):
+        rows = table[(table.metric == "not_converged") & ~table.fold.isin(["mean", "std"])]
+        assert len(rows) == 3 * 3 and (rows["value"] == expected).all()
+    assert info["fits_at_iteration_limit"] == {"linear/0": 3, "linear/1": 3, "linear/2": 3}
+
+
+def test_mlp_early_stopping_validates_on_held_out_groups():
+    from speechlens.probes.grouped_mlp import GroupedEarlyStoppingMLP, validation_split
+
+    rng = np.random.default_rng(5)
+    X, y = _clusters(600, 3, 6, rng, sep=4)
+    groups = np.asarray([f"spk{i % 30}" for i in range(len(y))])
+    fit, val = validation_split(y, groups, 0.1, seed=0)
+    assert not set(groups[fit]) & set(groups[val])
+    assert len(set(groups[val])) == 3  # a tenth of the 30 groups
+    assert sorted(np.concatenate([fit, val]).tolist()) == list(range(len(y)))
+    mlp = GroupedEarlyStoppingMLP(hidden=16, max_iter=50, patience=3).fit(X, y, groups)
+    held = set(groups[mlp.validation_index_])
+    assert held and not held & set(np.delete(groups, mlp.validation_index_))
+    assert mlp.converged_ and mlp.n_iter_ == len(mlp.validation_scores_) < 50
+    assert (mlp.predict(X) == y).mean() > 0.95
+    # the probe pipeline passes the training fold's groups to it
+    task = probing.resolve_task({"level": "frame", "source": "x", "probes": ["mlp"]})
+    est = probing.make_probe("mlp", task, probing.run.schema.defaults("probing.settings"))
+    from speechlens.probing.estimators import fit_predict
+
+    fit_predict("mlp", est, X, y, X[:5], groups)
+    inner = est.steps[-1][1]
+    assert not set(groups[inner.validation_index_]) & set(
+        np.delete(groups, inner.validation_index_)
+    )

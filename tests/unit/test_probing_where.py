@@ -43,7 +43,7 @@ def test_frame_samples_come_from_matching_utterances(corpus):  # noqa: F811
     )
     ds = store.open_store(corpus / "features.zarr")
     picked = probing.frame_samples(ds, utterances, segments, task)
-    uids = _utterance_of_frames(corpus, picked["index"])
+    uids = _utterance_of_frames(corpus, picked.index)
     language = utterances.set_index("utterance_id").loc[uids, "language"]
     assert set(language) == {"xx"}
 

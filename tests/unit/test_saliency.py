@@ -1,5 +1,6 @@
-"""Cross-attention vs saliency (speechlens.saliency): token alignment, gradients, SPES,
-correlations on valid frames, and a synthetic model whose attention is its saliency."""
+"""Cross-attention vs saliency (speechlens.saliency): token alignment, gradients, the RISE-style
+grid occlusion, centred pooling, correlations on valid frames, cross-fitted best heads, and a
+synthetic model whose attention is its saliency. SPES: test_saliency_spes.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from speechlens.config import ConfigError, check_config
 from speechlens.saliency import correlate, methods
+from speechlens.saliency.pooling import pool_to_encoder_grid
 from speechlens.saliency.forced import teacher_forcing
 from speechlens.saliency.pipeline import check_settings, select_utterances
 from speechlens.saliency.whisper import TokenPass, WhisperForSaliency
@@ -87,9 +89,11 @@ def test_gradient_x_input_equals_finite_differences(tiny, mel, grad_batch):
         assert res.input_map[k, b, t] == pytest.approx(
             grad * mel[0, b, t].item(), rel=1e-5, abs=1e-9
         )
-    # absolute: |g x| summed over mel bins, mel frames 2j and 2j+1 summed into frame j
+    # absolute: |g x| summed over mel bins, pooled centred: 2j fully, 2j - 1 and 2j + 1 half
     per_mel = np.abs(res.input_map).sum(1)
-    np.testing.assert_allclose(res.gradient_x_input, per_mel[:, 0::2] + per_mel[:, 1::2], rtol=1e-6)
+    j = 10
+    expected = per_mel[:, 2 * j] + 0.5 * (per_mel[:, 2 * j - 1] + per_mel[:, 2 * j + 1])
+    np.testing.assert_allclose(res.gradient_x_input[:, j], expected, rtol=1e-6)
 
 
 def test_encoder_output_saliency_equals_finite_differences(tiny, mel):
@@ -114,12 +118,25 @@ def test_encoder_output_saliency_equals_finite_differences(tiny, mel):
     assert norm.encoder_output[k, frame] == pytest.approx(np.linalg.norm(grad), rel=1e-5)
 
 
-def test_pool_to_encoder_grid_sums_pairs():
-    x = np.arange(10.0).reshape(2, 5)
-    np.testing.assert_array_equal(methods.pool_to_encoder_grid(x), [[1, 5, 4], [11, 15, 9]])
+def test_pooling_is_centred_on_the_encoder_frame():
+    """An impulse at mel frame i (centred at 10 i ms) lands, by its centre of mass, at 10 i ms
+    on the encoder grid (frame j centred at 20 j ms): no +5 ms shift; mass is kept."""
+    n_mel = 40
+    centres_ms = 20.0 * np.arange(n_mel // 2)
+    for i in range(n_mel - 1):  # the last odd frame loses the half past the end
+        impulse = np.zeros(n_mel)
+        impulse[i] = 1.0
+        pooled = pool_to_encoder_grid(impulse)
+        assert pooled.shape == (n_mel // 2,) and pooled.sum() == pytest.approx(1.0)
+        assert (pooled * centres_ms).sum() == pytest.approx(10.0 * i)
+    even = np.zeros(n_mel)
+    even[14] = 1.0
+    assert np.flatnonzero(pool_to_encoder_grid(even)).tolist() == [7]  # 140 ms: frame 7 only
+    np.testing.assert_allclose(pool_to_encoder_grid(np.ones((2, 5))), [[1.5, 2, 1.5]] * 2)
+    assert methods.pool_to_encoder_grid is pool_to_encoder_grid  # every method pools alike
 
 
-def test_spes_respects_budget_batches_and_valid_frames(tiny, mel):
+def test_rise_grid_respects_budget_batches_and_valid_frames(tiny, mel):
     ids, positions, targets = teacher_forcing(PROMPT, CONTENT)
     batches = []
     encode = tiny.encode
@@ -130,7 +147,7 @@ def test_spes_respects_budget_batches_and_valid_frames(tiny, mel):
 
     tiny.encode = counting
     try:
-        res = methods.perturbation_saliency(
+        res = methods.rise_grid_saliency(
             tiny, mel, ids, positions, targets, 100, budget=10, batch_size=4, seed=3
         )
     finally:
@@ -139,17 +156,18 @@ def test_spes_respects_budget_batches_and_valid_frames(tiny, mel):
     assert res.masks.shape == (10, 8, 10)  # 80 bins / 10, 100 mel frames / 10
     assert res.saliency.shape == (4, 1500)
     assert np.abs(res.saliency[:, :50]).sum() > 0
-    assert np.all(res.saliency[:, 50:] == 0)  # only the valid frames are occluded
-    again = methods.perturbation_saliency(
+    assert np.all(res.saliency[:, 51:] == 0)  # only the valid frames are occluded
+    # (frame 50 gets half of mel frame 99: centred pooling)
+    again = methods.rise_grid_saliency(
         tiny, mel, ids, positions, targets, 100, budget=10, batch_size=5, seed=3
     )
     np.testing.assert_allclose(again.saliency, res.saliency, rtol=1e-5, atol=1e-9)
-    other = methods.perturbation_saliency(
+    other = methods.rise_grid_saliency(
         tiny, mel, ids, positions, targets, 100, budget=10, batch_size=5, seed=4
     )
     assert not np.allclose(other.saliency, res.saliency)
     with pytest.raises(ValueError, match="occlude_prob"):
-        methods.perturbation_saliency(tiny, mel, ids, positions, targets, 100, occlude_prob=1.0)
+        methods.rise_grid_saliency(tiny, mel, ids, positions, targets, 100, occlude_prob=1.0)
 
 
 class AttentionIsSaliency:
@@ -233,35 +251,90 @@ def test_correlations_use_valid_frames_only():
 
 def test_summary_compares_best_head_layer_average_and_global():
     rows = []
-    for token in range(3):
-        for layer, head, r in [("0", "0", 0.1), ("0", "1", 0.8), ("1", "0", 0.3), ("1", "1", 0.2)]:
-            rows.append(["u", token, "t", layer, head, "gxi", r])
-        rows += [
-            ["u", token, "t", "0", "mean", "gxi", 0.5],
-            ["u", token, "t", "1", "mean", "gxi", 0.4],
-        ]
-        rows.append(["u", token, "t", "all", "all", "gxi", 0.6])
+    for utt in ("u1", "u2"):
+        for token in range(3):
+            for layer, head, r in [
+                ("0", "0", 0.1),
+                ("0", "1", 0.8),
+                ("1", "0", 0.3),
+                ("1", "1", 0.2),
+            ]:
+                rows.append([utt, token, "t", layer, head, "gxi", r])
+            rows += [
+                [utt, token, "t", "0", "mean", "gxi", 0.5],
+                [utt, token, "t", "1", "mean", "gxi", 0.4],
+            ]
+            rows.append([utt, token, "t", "all", "all", "gxi", 0.6])
     summary = correlate.summarise(pd.DataFrame(rows, columns=correlate.COLUMNS)).set_index(
         ["level", "statistic"]
     )
-    assert summary.loc[("head", "best"), ["layer", "head"]].tolist() == ["0", "1"]
-    assert summary.loc[("head", "best"), "mean_r"] == pytest.approx(0.8)
+    assert sorted(summary.reset_index().columns) == sorted(correlate.SUMMARY_COLUMNS)
+    assert summary.loc[("head", "best_in_sample"), ["layer", "head"]].tolist() == ["0", "1"]
+    assert summary.loc[("head", "best_in_sample"), "mean_r"] == pytest.approx(0.8)
+    # both halves choose head 0.1; each is measured on the other half's tokens
+    assert summary.loc[("head", "best_crossfit"), ["layer", "head"]].tolist() == ["0", "1"]
+    assert summary.loc[("head", "best_crossfit"), "mean_r"] == pytest.approx(0.8)
+    assert summary.loc[("head", "best_crossfit"), "n_tokens"] == 6
     assert summary.loc[("head", "mean"), "mean_r"] == pytest.approx(0.35)
-    assert summary.loc[("layer", "best"), "layer"] == "0"
+    assert summary.loc[("layer", "best_in_sample"), "layer"] == "0"
     assert summary.loc[("layer", "mean"), "mean_r"] == pytest.approx(0.45)
     assert summary.loc[("all", "global"), "mean_r"] == pytest.approx(0.6)
-    assert summary.loc[("all", "global"), "n_tokens"] == 3
+    assert summary.loc[("all", "global"), "n_tokens"] == 6
+    assert (summary["n_utterances"] == 2).all()
+
+
+def test_crossfit_best_head_of_pure_noise_maps_is_about_zero():
+    """Attention and saliency independent: every head's true r is 0. Chosen and measured on
+    the same tokens, the best of 24 heads looks positive; cross-fitted, it does not."""
+    rng = np.random.default_rng(0)
+    in_sample, crossfit, layer_in, layer_cf = [], [], [], []
+    for draw in range(12):
+        tables = [
+            correlate.correlation_rows(
+                f"u{u:02d}",
+                list("abcd"),
+                rng.random((4, 6, 4, 30)),  # (layer, head, token, frame)
+                {"noise": rng.random((4, 30))},
+                30,
+            )
+            for u in range(10)
+        ]
+        summary = correlate.summarise(pd.concat(tables, ignore_index=True))
+        summary = summary.set_index(["level", "statistic"])["mean_r"]
+        in_sample.append(summary[("head", "best_in_sample")])
+        crossfit.append(summary[("head", "best_crossfit")])
+        layer_in.append(summary[("layer", "best_in_sample")])
+        layer_cf.append(summary[("layer", "best_crossfit")])
+    assert abs(np.mean(crossfit)) < 0.02  # sd of one draw's cross-fitted r: about 0.04
+    assert np.mean(in_sample) > 0.04 and np.mean(in_sample) - np.mean(crossfit) > 0.03
+    assert np.mean(np.greater(in_sample, crossfit)) >= 0.75
+    assert np.mean(layer_in) > np.mean(layer_cf)
+    assert abs(np.mean(layer_cf)) < 0.03
+
+
+def test_crossfit_needs_two_utterances():
+    rows = correlate.correlation_rows(
+        "u",
+        list("ab"),
+        np.random.default_rng(0).random((2, 2, 2, 20)),
+        {"m": np.random.default_rng(1).random((2, 20))},
+        20,
+    )
+    summary = correlate.summarise(rows).set_index(["level", "statistic"])
+    assert np.isnan(summary.loc[("head", "best_crossfit"), "mean_r"])
+    assert np.isfinite(summary.loc[("head", "best_in_sample"), "mean_r"])
 
 
 SETTINGS = {
     "transcript": "reference",
     "languages": ["en*"],
     "max_utterances": 2,
-    "methods": ["gradient_x_input", "spes", "encoder_output"],
+    "methods": ["gradient_x_input", "spes", "rise_grid", "encoder_output"],
     "gradient_sign": "absolute",
     "encoder_saliency": "grad_x_output",
     "grad_batch": 4,
-    "perturbation": {
+    "spes": {"n_masks": 6, "n_segments": [20, 40], "batch_size": 3, "seed": 1},
+    "rise_grid": {
         "budget": 4,
         "batch_size": 2,
         "patch_frames": 10,
@@ -280,12 +353,14 @@ SETTINGS = {
         ("gradient_sign", "both", "saliency.gradient_sign"),
         ("grad_batch", 0, "saliency.grad_batch"),
         ("padding", "pad10", "saliency.padding"),
-        ("perturbation", {**SETTINGS["perturbation"], "budget": 0}, "saliency.perturbation.budget"),
+        ("rise_grid", {**SETTINGS["rise_grid"], "budget": 0}, "saliency.rise_grid.budget"),
         (
-            "perturbation",
-            {**SETTINGS["perturbation"], "occlude_prob": 1.5},
-            "saliency.perturbation.occlude_prob",
+            "rise_grid",
+            {**SETTINGS["rise_grid"], "occlude_prob": 1.5},
+            "saliency.rise_grid.occlude_prob",
         ),
+        ("spes", {**SETTINGS["spes"], "p": 1.0}, "saliency.spes.p"),
+        ("spes", {**SETTINGS["spes"], "n_segments": [0]}, "saliency.spes.n_segments"),
     ],
 )
 def test_bad_settings_name_the_key(key, value, named):
@@ -299,7 +374,12 @@ def test_bad_settings_name_the_key(key, value, named):
 def test_schema_accepts_the_settings():
     config = {"corpora": {"c": {"kind": "synthetic"}}, "saliency": SETTINGS}
     check_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
-    assert check_settings(SETTINGS) == SETTINGS
+    checked = check_settings(SETTINGS)
+    for key, value in SETTINGS.items():
+        expected = {**checked[key], **value} if isinstance(value, dict) else value
+        assert checked[key] == expected
+    assert checked["padding"] is None  # the model's own (pad30 for Whisper)
+    assert checked["spes"]["p"] == 0.5 and checked["spes"]["n_segments"] == [20, 40]
 
 
 def test_select_utterances_filters_languages_and_names_the_file(tmp_path):

@@ -42,7 +42,7 @@ def checkpoint(tmp_path_factory):
     import torch
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-    from speechlens.models.ct2_whisper import build_tokenizer, default_source_dir
+    from speechlens.models.convert.ct2_whisper import build_tokenizer, default_source_dir
 
     path = tmp_path_factory.mktemp("tiny_en")
     tok = build_tokenizer(default_source_dir())

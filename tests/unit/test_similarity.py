@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechlens.similarity import (
+from speechlens.cka.statistic import (
     CkaAccumulator,
     cka_from_hsic,
     cka_matrix,

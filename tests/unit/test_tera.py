@@ -16,7 +16,6 @@ from speechlens.models import ADAPTERS, make_adapter
 from speechlens.models.base import AdapterError, ModelSourceError
 from speechlens.tera import model as tera_model
 from speechlens.tera.alteration import (
-    DEFAULTS,
     Alteration,
     alter,
     alter_batch,
@@ -123,7 +122,7 @@ def test_magnitude_noise_has_its_std():
 
 
 def test_time_spans_are_uniform_and_short_inputs_work():
-    settings = Alteration()
+    settings = Alteration.from_dict(None)
     rng = np.random.default_rng(1)
     starts = batch_time_spans(40000, 70, settings, rng)  # round(0.15 * 70 / 7) = 2 spans
     assert starts.shape == (40000, 2) and np.all(starts[:, 1] - starts[:, 0] >= 7)
@@ -148,7 +147,7 @@ def test_bad_alteration_settings_name_the_key():
 
 
 def test_batch_alteration_alters_each_utterance_independently():
-    settings = Alteration()
+    settings = Alteration.from_dict(None)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((64, 200, 80)).astype(np.float32)
     out, mask, rec = alter_batch(x, settings, rng)
@@ -173,7 +172,7 @@ def test_batch_alteration_alters_each_utterance_independently():
 def test_batches_crop_to_a_fixed_length_without_padding():
     rng = np.random.default_rng(0)
     utts = [rng.standard_normal((n, 80)).astype(np.float32) for n in (120, 90, 300)]
-    batch = make_batch(utts, Alteration(), rng, crop_frames=80)
+    batch = make_batch(utts, Alteration.from_dict(None), rng, crop_frames=80)
     assert batch["inputs"].shape == batch["target"].shape == (3, 80, 80)
     assert batch["attention_mask"].all()
     for i, x in enumerate(utts):  # each target is a contiguous crop of its utterance
@@ -183,7 +182,7 @@ def test_batches_crop_to_a_fixed_length_without_padding():
 
 def test_batches_pad_and_mask():
     utts = [np.ones((50, 80), np.float32), np.ones((30, 80), np.float32)]
-    batch = make_batch(utts, Alteration(), np.random.default_rng(0), crop_frames=40)
+    batch = make_batch(utts, Alteration.from_dict(None), np.random.default_rng(0), crop_frames=40)
     assert batch["inputs"].shape == batch["target"].shape == (2, 40, 80)
     assert batch["attention_mask"].sum(1).tolist() == [40, 30]
     assert not batch["loss_mask"][1, 30:].any()  # padding is never in the loss
@@ -444,7 +443,9 @@ def test_changed_settings_start_over(tiny_corpus, tmp_path):
 # ---------------------------------------------------------------------- config
 
 
-def test_schema_defaults_equal_the_library_defaults():
+def test_the_library_reads_its_defaults_from_the_schema():
+    """The published TERA settings are written once, in the config schema; the library's
+    defaults (training, architecture, alteration) are those values."""
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     props = schema["properties"]["training"]["properties"]
     settings = TrainSettings()
@@ -455,6 +456,19 @@ def test_schema_defaults_equal_the_library_defaults():
     model_defaults = tera_model.TeraConfig()
     for key, spec in props["model"]["properties"].items():
         assert spec["default"] == getattr(model_defaults, key), key
-    for section, keys in DEFAULTS.items():
-        schema_keys = props["alteration"]["properties"][section]["properties"]
-        assert {k: v["default"] for k, v in schema_keys.items()} == keys, section
+    alteration = Alteration.from_dict(None)
+    for section, spec in props["alteration"]["properties"].items():
+        for key, value in spec["properties"].items():
+            assert getattr(alteration, f"{section}_{key}") == value["default"], (section, key)
+    # the published proportions (Liu et al. 2021, section III)
+    assert (alteration.time_proportion, alteration.time_span) == (0.15, 7)
+    assert (alteration.time_zero, alteration.time_replace) == (0.8, 0.1)
+    assert alteration.frequency_max_width == 0.2
+    assert (alteration.magnitude_probability, alteration.magnitude_std) == (0.1, 0.2)
+    # a user's section overrides only its own keys
+    custom = Alteration.from_dict({"time": {"span": 3}})
+    assert custom.time_span == 3 and custom.time_proportion == 0.15
+    with pytest.raises(ValueError, match=r"alteration.time: unknown keys \['spam'\]"):
+        Alteration.from_dict({"time": {"spam": 1}})
+    for source in (REPO / "src/speechlens/tera").glob("*.py"):
+        assert "DEFAULTS: dict" not in source.read_text(), f"{source.name} repeats defaults"

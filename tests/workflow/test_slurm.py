@@ -70,7 +70,7 @@ def test_slurm_profile_asks_for_what_the_config_says(tmp_path, source):
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = _planned_resources(tmp_path, changed, source)
-    assert set(jobs) >= {"corpus", "convert_ct2_whisper", "features", "probe"}
+    assert set(jobs) >= {"corpus", "convert_pypi_model", "features", "probe"}
     assert jobs["features"]["gpu"] == "1"
     assert jobs["features"]["mem_mb"] == "2345"
     assert jobs["features"]["runtime"] == "480"  # the profile's longer limit for extraction
@@ -124,7 +124,7 @@ def test_tiny_workflow_on_slurm_equals_the_local_run(cluster, source, tmp_path, 
 
     # every job went through sbatch, GPU rules to the gpu partition with --gpus=1
     jobs = {j["Comment"].split("_wildcards")[0].removeprefix("rule_"): j for j in cluster.jobs()}
-    assert set(jobs) == {"corpus", "corpus_summary", "convert_ct2_whisper", "features", "probe"}
+    assert set(jobs) == {"corpus", "corpus_summary", "convert_pypi_model", "features", "probe"}
     assert {j["JobState"] for j in jobs.values()} == {"COMPLETED"}
     assert jobs["features"]["Partition"] == "gpu"
     assert "gpu:1" in jobs["features"]["TresPerJob"]

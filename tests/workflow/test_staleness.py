@@ -200,11 +200,19 @@ def test_editing_a_rule_script_reruns_that_rule(copy, source, tmp_path):
     assert planned == dict.fromkeys(probe_outputs(), "probe")
 
 
+def test_moving_the_workflow_reruns_nothing(copy, source, tmp_path):
+    """The workflow and the library moved to another folder (file times kept): every output
+    is up to date, figures and provenance included (no params hold a path of the checkout)."""
+    snakefile = copy_workflow(source.snakefile.parents[1], tmp_path / "moved" / "speechlens")
+    lib = copy_library(source.lib / "speechlens", tmp_path / "moved" / "lib")
+    assert cli.planned(copy, configfile=TINY, **source.kw(lib=lib, snakefile=snakefile)) == {}
+
+
 def test_library_code_edit_reruns_the_rules_that_import_it(copy, source, tmp_path):
     in_dag = {row["rule"] for row in cli.summary(copy, configfile=TINY, **source.kw())}
     lib = copy_library(source.lib / "speechlens", tmp_path / "lib")
     edited = source.kw(lib=lib)
-    probing = lib / "speechlens" / "probing.py"
+    probing = lib / "speechlens" / "probing" / "run.py"
     probing.write_text(probing.read_text() + "\n# a comment\n")
     assert plan(copy, source, **edited) == {}  # comments change nothing
     probing.write_text(probing.read_text() + "EDITED = True\n")
@@ -215,7 +223,7 @@ def test_library_code_edit_reruns_the_rules_that_import_it(copy, source, tmp_pat
     assert probe_outputs() <= set(planned)
 
     # store.py is imported by extraction, probing and CKA, not by the corpus or the converter
-    shutil.copy2(source.lib / "speechlens" / "probing.py", probing)
+    shutil.copy2(source.lib / "speechlens" / "probing" / "run.py", probing)
     storepy = lib / "speechlens" / "store.py"
     storepy.write_text(storepy.read_text().replace("STORE_VERSION = 1", "STORE_VERSION = 1  # v1"))
     assert plan(copy, source, **edited) == {}
@@ -223,13 +231,13 @@ def test_library_code_edit_reruns_the_rules_that_import_it(copy, source, tmp_pat
     rules = set(plan(copy, source, **edited).values())
     assert {"features", "features_shard", "probe", "cka_within", "cka_across"} <= rules
     assert rules == (source.rules_using("speechlens.store") & in_dag) - source.figures()
-    assert not rules & {"corpus", "convert_ct2_whisper"}
+    assert not rules & {"corpus", "convert_pypi_model"}
 
 
 def test_touch_accepts_a_code_change_without_recomputing(copy, source, tmp_path):
     lib = copy_library(source.lib / "speechlens", tmp_path / "lib")
     edited = source.kw(lib=lib)
-    probing = lib / "speechlens" / "probing.py"
+    probing = lib / "speechlens" / "probing" / "run.py"
     probing.write_text(probing.read_text() + "EDITED = True\n")
     table = copy / "results/tiny/logmel/probes/phone.tsv"
     before = table.read_bytes()

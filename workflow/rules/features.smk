@@ -2,6 +2,7 @@ rule features_shard:
     """Extract one shard of a corpus (whole blocks of utterances) with one model."""
     input:
         unpack(model_checkpoint),
+        unpack(features_segments),
         utterances="resources/corpora/{corpus}/utterances.tsv",
         audio="resources/corpora/{corpus}/audio",
     output:
@@ -26,7 +27,8 @@ rule features_shard:
 
 
 rule features:
-    """Every layer of one model over one corpus, in a chunked Zarr store (gathers shards)."""
+    """Every layer of one model over one corpus (or the reduced store its `features` settings
+    choose: layers, pool, frame_stride), in a chunked Zarr store (gathers shards)."""
     input:
         unpack(features_inputs),
     output:

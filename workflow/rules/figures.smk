@@ -260,7 +260,7 @@ rule provenance:
     benchmark:
         "logs/{corpus}/provenance.benchmark.tsv"
     conda:
-        ENV
+        FIGURES_ENV
     params:
         models=sorted(config["models"]),
         config=config,

@@ -1,15 +1,13 @@
 # Input functions and targets of rules/figures.smk (kept apart: snakemake --lint wants
 # functions and rules in separate files). No computation here.
 
-SPECTRAL = ("logmel", "mfcc")  # one-layer spectral baselines
-
 
 def layered_models():
     """Configured models with more than one layer (not the spectral baselines), sorted."""
     return [
         m
         for m in sorted(config["models"])
-        if config["models"][m]["family"] not in SPECTRAL
+        if not has_capability(config["models"][m]["family"], "spectral")
     ]
 
 

@@ -1,3 +1,9 @@
+from speechlens.probing import check_tasks
+
+# A bad task (e.g. control.by naming the task's source) stops start-up, naming the key.
+check_tasks(config["probing"]["tasks"])
+
+
 rule probe:
     """Cross-validated probes of every layer of one model for one task."""
     input:

@@ -12,6 +12,7 @@ rule cross_attention_saliency:
         audio="resources/corpora/{corpus}/audio",
     output:
         table="results/{corpus}/{model}/attention/cross_attention_saliency.tsv",
+        meta="results/{corpus}/{model}/attention/cross_attention_saliency.json",
         summary="results/{corpus}/{model}/attention/cross_attention_saliency_summary.tsv",
         example=directory(
             "results/{corpus}/{model}/attention/cross_attention_saliency_example.zarr"

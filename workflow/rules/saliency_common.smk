@@ -1,26 +1,18 @@
-# Target list and config check of rules/saliency.smk (functions only).
+# Target list of rules/saliency.smk (functions only).
 
 
 def saliency_models():
-    """Models analysed: `saliency.models`, or every pretrained whisper model (random-init
-    models are skipped: an untrained decoder's tokens explain nothing)."""
+    """Models analysed: `saliency.models` (checked by speechlens.checks), or every
+    pretrained model with decoder cross-attention (random-init models are skipped: an
+    untrained decoder's tokens explain nothing)."""
     names = config["saliency"]["models"]
     if names is None:
         return [
             name
             for name, spec in sorted(config["models"].items())
-            if spec["family"] == "whisper" and spec["init"] == "pretrained"
+            if has_capability(spec["family"], "cross_attention")
+            and spec["init"] == "pretrained"
         ]
-    for i, name in enumerate(names):
-        if name not in config["models"]:
-            raise ValueError(
-                f"config key saliency.models[{i}]: model {name!r} is not in `models`"
-            )
-        if config["models"][name]["family"] != "whisper":
-            raise ValueError(
-                f"config key saliency.models[{i}]: model {name!r} is not a whisper "
-                "encoder-decoder model (no cross-attention)"
-            )
     return list(names)
 
 
@@ -34,6 +26,3 @@ def saliency_targets():
         model=saliency_models(),
         suffix=["", "_summary"],
     )
-
-
-saliency_models()  # fails at start-up on a bad `saliency.models` entry

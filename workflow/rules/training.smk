@@ -9,7 +9,7 @@ wildcard_constraints:
     language="[a-z][a-z0-9-]*",
 
 
-ruleorder: train_tera > convert_ct2_whisper
+ruleorder: train_tera > convert_pypi_model
 
 
 rule train_tera:

@@ -1,4 +1,5 @@
-"""Rule cross_attention_saliency: cross-attention vs input saliency of a Whisper model."""
+"""Rule cross_attention_saliency: cross-attention vs input saliency of a Whisper model
+(the table's JSON sidecar, output `meta`, is written beside the table)."""
 
 from speechlens.logs import log_to
 from speechlens.saliency import run_corpus

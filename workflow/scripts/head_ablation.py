@@ -26,6 +26,8 @@ with log_to(snakemake.log[0]):
         snakemake.input.segments,
         snakemake.input.head_types,
         snakemake.output.table,
+        out_json=snakemake.output.provenance,
+        out_summary=snakemake.output.summary,
         settings=params.settings,
         task=params.task,
         task_name=params.task_name,

@@ -23,6 +23,7 @@ with log_to(snakemake.log[0]):
         snakemake.input.utterances,
         snakemake.output.table,
         snakemake.output.examples,
+        out_json=snakemake.output.provenance,
         settings=params.settings,
         attrs=attrs,
     )

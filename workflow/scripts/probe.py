@@ -11,5 +11,6 @@ with log_to(snakemake.log[0]):
         snakemake.params.task,
         snakemake.params.settings,
         snakemake.output.table,
+        sidecar=snakemake.output.provenance,
         threads=snakemake.threads,
     )

@@ -26,8 +26,14 @@ difference (``delta = value - baseline``), then ``fold = mean`` and ``fold = std
 (over folds, ddof=1) of each of the three: the CV spread. The un-ablated run is group
 ``none``. A group with the same heads as an earlier one (with two types present,
 ``all_but_diagonal`` is ``global``) is not re-extracted: it gets that group's scores and
-``same_heads_as`` in the sidecar. A ``.json`` sidecar records the settings, every group's
-heads, the utterances, sample counts and provenance.
+``same_heads_as`` in the sidecar. A JSON sidecar (at the path the caller names) records the
+settings, every group's heads, the utterances, sample counts and provenance; the summary
+(:mod:`.summary`: each typed group's drop, its rank and empirical p-value among the random
+controls of its size) is written beside the table.
+
+Source: Gopinath & Rodriguez (2024, arXiv 2409.03115) ablate heads by type and re-probe
+phone classification; the random controls of the same size and the paired folds are
+speechlens's, so that "a type matters" is tested against "any heads of that number".
 """
 
 from __future__ import annotations
@@ -41,34 +47,43 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from speechlens import __version__, audio, extract, probing, store
+from speechlens import __version__, audio, extract, probing, schema, store
 from speechlens.atomic import atomic_path
+from speechlens.attention import summary
 from speechlens.attention.head_types import corpus_items, require_attention
 from speechlens.attention.hooks import ablate, head_output_means
 from speechlens.attention.settings import AttentionError, probed_layers, resolve
 from speechlens.attention.stats import TYPES
 from speechlens.corpora.contract import read_tables
+from speechlens.tables import TableSpec, write_table
 
 log = logging.getLogger("speechlens.attention")
 
-COLUMNS = [
-    "corpus",
-    "model",
-    "task",
-    "probe",
-    "mode",
-    "group",
-    "kind",
-    "type",
-    "draw",
-    "n_heads",
-    "layer",
-    "fold",
-    "metric",
-    "value",
-    "baseline",
-    "delta",
-]
+TABLE = TableSpec(
+    name="ablation",
+    columns=(
+        "corpus",
+        "model",
+        "task",
+        "probe",
+        "mode",
+        "group",
+        "kind",
+        "type",
+        "draw",
+        "n_heads",
+        "layer",
+        "fold",
+        "metric",
+        "value",
+        "baseline",
+        "delta",
+    ),
+    numeric=("n_heads", "layer", "value", "baseline", "delta"),
+    text=("corpus", "model", "task", "probe", "mode", "group", "kind", "type", "draw", "fold"),
+    nullable=("value", "baseline", "delta"),
+)
+"""The head-ablation table (``results/{corpus}/{model}/attention/ablation.tsv``)."""
 
 
 def read_head_types(path, num_blocks: int, num_heads: int) -> pd.DataFrame:
@@ -162,25 +177,24 @@ class ProbedLayers:
         return [h[self.layers] for h in self.adapter.forward(batch)]
 
 
-def _samples(ds, utterances, segments, task: dict) -> dict:
-    if task["level"] == "frame":
+def _samples(ds, utterances, segments, task: probing.Task) -> probing.Sample:
+    if task.level == "frame":
         picked = probing.frame_samples(ds, utterances, segments, task)
     else:
         picked = probing.utterance_samples(ds, utterances, task)
-    if len(set(picked["label"])) < 2:
-        raise AttentionError(f"task source {task['source']!r}: fewer than 2 classes to probe")
+    if len(set(picked.label)) < 2:
+        raise AttentionError(f"task source {task.source!r}: fewer than 2 classes to probe")
     return picked
 
 
-def _probe(path, picked: dict, task: dict, probe_settings: dict, layers, threads: int):
+def _probe(path, picked: probing.Sample, task: probing.Task, probe_settings: dict, layers, threads):
     """Per-fold scores of one store on the fixed samples and folds (long table)."""
     ds = store.open_store(path)
-    X = probing.read_features(ds, task["level"], picked["index"])
-    data = probing.TaskData(
-        X, picked["label"], picked["group"], None, {}, test_fold=picked["test_fold"]
-    )
+    X = probing.read_features(ds, task.level, picked.index)
+    data = probing.TaskData.from_sample(picked, X, control=False)
     table, _ = probing.probe_arrays(data, task, probe_settings, threads=threads)
-    table = table[(table["probe"] == task["probes"][0]) & ~table["fold"].isin(["mean", "std"])]
+    table = table[(table["probe"] == task.probes[0]) & ~table["fold"].isin(["mean", "std"])]
+    table = table[table["metric"] != "not_converged"]  # scores only
     table = table.assign(
         layer=[layers[int(i)] for i in table["layer"]], fold=table["fold"].astype(int)
     )
@@ -194,6 +208,8 @@ def run_ablation(
     head_types_tsv,
     out_tsv,
     *,
+    out_json,
+    out_summary,
     settings: dict,
     task: dict,
     task_name: str,
@@ -202,14 +218,15 @@ def run_ablation(
     attrs: dict,
     threads: int = 1,
 ) -> pd.DataFrame:
-    """Run the head-ablation experiment and write its table and sidecar (atomically).
+    """Run the head-ablation experiment; write its table (``out_tsv``), sidecar
+    (``out_json``) and summary (``out_summary``, :mod:`.summary`), each atomically.
 
     Args:
         adapter: an adapter with self-attention (loaded here if needed).
         head_types_tsv: the model's head-type table (:mod:`.head_types`).
         settings: the ``attention`` config section (its ``ablation`` part is used).
         task: the probing task's config entry (``probing.tasks[task_name]``).
-        probe_settings: ``probing.settings``.
+        probe_settings: ``probing.settings`` (schema defaults filled in for missing keys).
         features: the merged ``features`` settings (dtype, chunk_frames, block_frames,
             batch_seconds) used for the temporary stores.
         attrs: provenance (``corpus``, ``model``, config hash).
@@ -222,7 +239,7 @@ def run_ablation(
     require_attention(adapter)
     layers = probed_layers(ab["layers"], adapter.num_layers)
     task = probing.resolve_task({**task, "probes": [ab["probe"]], "control": False})
-    probe_settings = {**probing.SETTINGS_DEFAULTS, **probe_settings}
+    probe_settings = schema.merge(probe_settings, "probing.settings")
     types = read_head_types(head_types_tsv, adapter.num_layers - 1, adapter.num_heads)
     groups = ablation_groups(types, ab["random_draws"], ab["seed"])
     items = corpus_items(adapter, utterances_tsv, ab["max_utterances"], ab["seed"])
@@ -279,24 +296,23 @@ def run_ablation(
     sidecar = {
         "settings": settings,
         "task": task_name,
-        "task_settings": task,
+        "task_settings": task.as_dict(),
         "probe_settings": probe_settings,
         "probed_layers": layers,
         "groups": [{**g, "heads": [list(h) for h in g["heads"]]} for g in groups],
         "utterances": len(items),
         "utterance_ids": [it.utterance_id for it in items],
-        "samples": int(len(picked["label"])),
-        "folds": int(task["folds"]),
+        "samples": int(len(picked.label)),
+        "folds": int(task.folds),
         "head_types": str(head_types_tsv),
         **attrs,
         "provenance": adapter.provenance(),
         "speechlens_version": __version__,
     }
-    with atomic_path(out_tsv.with_suffix(".json")) as tmp:
+    with atomic_path(out_json) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=2, default=str) + "\n", encoding="utf-8")
-    with atomic_path(out_tsv) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, lineterminator="\n", float_format="%.6f")
-    return table
+    write_table(summary.TABLE, summary.summarise(table), out_summary)
+    return write_table(TABLE, table, out_tsv)
 
 
 def _table(results: list, baseline: pd.DataFrame, task_name: str, ab: dict, attrs: dict):
@@ -308,9 +324,9 @@ def _table(results: list, baseline: pd.DataFrame, task_name: str, ab: dict, attr
         merged = merged.rename(columns={"value_b": "baseline"})
         merged["delta"] = merged["value"] - merged["baseline"]
         merged["fold"] = merged["fold"].astype(str)
-        summary = merged.groupby(["layer", "metric"], sort=True)[["value", "baseline", "delta"]]
-        mean = summary.mean().reset_index().assign(fold="mean")
-        std = summary.std(ddof=1).reset_index().assign(fold="std")
+        by_key = merged.groupby(["layer", "metric"], sort=True)[["value", "baseline", "delta"]]
+        mean = by_key.mean().reset_index().assign(fold="mean")
+        std = by_key.std(ddof=1).reset_index().assign(fold="std")
         block = pd.concat([merged, mean, std], ignore_index=True)
         block = block.assign(
             group=group["group"],
@@ -327,4 +343,4 @@ def _table(results: list, baseline: pd.DataFrame, task_name: str, ab: dict, attr
         probe=ab["probe"],
         mode=ab["mode"],
     )
-    return table[COLUMNS]
+    return TABLE.check(table, source="ablation")

@@ -7,10 +7,12 @@ per-head sums and dropped, so memory is one batch of maps, never the corpus. The
 
 Outputs (each written atomically):
 
-- the head table (TSV): ``corpus, model, layer, head, type, diagonality, verticality,
-  entropy, distance_ms, padding_mass, queries`` (``layer`` = block ``1 .. num_layers -
-  1``, whose output is store layer ``layer``; metrics defined in :mod:`.stats`), with a
-  ``.json`` sidecar (settings, utterances used, model provenance, versions);
+- the head table (TSV, :data:`TABLE`): ``corpus, model, layer, head, type,
+  classification``, the metrics of :data:`.stats.METRICS` and ``queries`` (``layer`` =
+  block ``1 .. num_layers - 1``, whose output is store layer ``layer``; metrics and the
+  ``threshold`` / ``yang2020`` classifications defined in :mod:`.stats`), with a JSON
+  sidecar at the path the caller names (settings, utterances used, model provenance,
+  versions);
 - example maps (Zarr, read with :func:`load_examples`): ``attention(example, layer, head,
   query, key)`` float16, renormalised over valid keys (padding excluded) and cropped to
   ``example_frames``; NaN past an utterance's own ``frame_count``.
@@ -29,23 +31,19 @@ import xarray as xr
 from speechlens import __version__, audio, extract
 from speechlens.atomic import atomic_path
 from speechlens.attention.settings import AttentionError, resolve
-from speechlens.attention.stats import HeadStats, renormalise
+from speechlens.attention.stats import METRICS, HeadStats, renormalise
+from speechlens.tables import TableSpec, write_table
 
 log = logging.getLogger("speechlens.attention")
 
-COLUMNS = [
-    "corpus",
-    "model",
-    "layer",
-    "head",
-    "type",
-    "diagonality",
-    "verticality",
-    "entropy",
-    "distance_ms",
-    "padding_mass",
-    "queries",
-]
+TABLE = TableSpec(
+    name="head_types",
+    columns=("corpus", "model", "layer", "head", "type", "classification", *METRICS, "queries"),
+    numeric=("layer", "head", *METRICS, "queries"),
+    text=("corpus", "model", "type", "classification"),
+    nullable=METRICS,
+)
+"""The head table (``results/{corpus}/{model}/attention/head_types.tsv``)."""
 
 
 def select_utterances(table: pd.DataFrame, max_utterances: int | None, seed: int) -> pd.DataFrame:
@@ -90,7 +88,7 @@ def head_statistics(adapter, items: list, settings: dict) -> tuple[HeadStats, di
     acc = HeadStats(
         adapter.num_layers - 1,
         adapter.num_heads,
-        diagonal_frames=settings["diagonal_frames"],
+        diagonal_ms=settings["diagonal_ms"],
         vertical_fraction=settings["vertical_fraction"],
         frame_rate_hz=adapter.frame_rate_hz,
     )
@@ -126,14 +124,16 @@ def run_head_types(
     out_tsv,
     out_examples,
     *,
+    out_json,
     settings: dict,
     attrs: dict,
 ) -> pd.DataFrame:
-    """Load ``adapter``, compute head statistics over the corpus, write table and examples.
+    """Load ``adapter``, compute head statistics over the corpus, write table, sidecar
+    (``out_json``) and examples.
 
-    ``settings``: the ``attention`` config section (defaults filled in); ``attrs``:
-    provenance recorded with the outputs (``corpus``, ``model``, config hash, ...).
-    Returns the table.
+    ``settings``: the ``attention`` config section (schema defaults filled in for missing
+    keys); ``attrs``: provenance recorded with the outputs (``corpus``, ``model``, config
+    hash, ...). Returns the table.
     """
     settings = resolve(settings)
     if not adapter.loaded:
@@ -143,19 +143,17 @@ def run_head_types(
     if not items:
         raise AttentionError(f"{utterances_tsv}: no utterances")
     acc, examples = head_statistics(adapter, items, settings)
-    table = acc.table(settings["thresholds"])
+    table = acc.table(settings["thresholds"], settings["classification"])
     table.insert(0, "model", str(attrs.get("model", "")))
     table.insert(0, "corpus", str(attrs.get("corpus", "")))
     counts = table["type"].value_counts()
     log.info("head types: %s", ", ".join(f"{t} {counts.get(t, 0)}" for t in counts.index))
     provenance = _provenance(adapter, settings, attrs, [it.utterance_id for it in items])
-    out_tsv = Path(out_tsv)
-    with atomic_path(out_tsv.with_suffix(".json")) as tmp:
+    with atomic_path(out_json) as tmp:
         tmp.write_text(json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8")
-    with atomic_path(out_tsv) as tmp:
-        table[COLUMNS].to_csv(tmp, sep="\t", index=False, lineterminator="\n", float_format="%.6f")
+    table = write_table(TABLE, table, out_tsv)
     write_examples(examples, out_examples, adapter, attrs)
-    return table[COLUMNS]
+    return table
 
 
 def _provenance(adapter, settings: dict, attrs: dict, used: list[str]) -> dict:

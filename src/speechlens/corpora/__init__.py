@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from speechlens.corpora import commonvoice, folder, librispeech, synthetic, timit, voxceleb
+from speechlens.corpora import (
+    commonvoice,
+    folder,
+    hf_dataset,
+    librispeech,
+    synthetic,
+    timit,
+    voxceleb,
+)
 
 CORPORA: dict[str, Callable[..., None]] = {
     "synthetic": synthetic.build,
@@ -19,6 +27,7 @@ CORPORA: dict[str, Callable[..., None]] = {
     "timit": timit.build,
     "commonvoice": commonvoice.build,
     "voxceleb": voxceleb.build,
+    "hf_dataset": hf_dataset.build,
 }
 
 

@@ -27,13 +27,13 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from speechlens import schema
 from speechlens.corpora.contract import CorpusError
 from speechlens.corpora.sources import Source, build_folder_corpus, sample
 from speechlens.corpora.tables import clean
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"table": "validated.tsv"}
 REQUIRED = ["client_id", "path", "sentence"]
 GENDERS = {
     "male": "male",
@@ -46,7 +46,7 @@ GENDERS = {
 
 def build(spec: Mapping, out_dir: Path, *, threads: int = 1) -> None:
     """Build a Common Voice corpus described by ``spec`` into ``out_dir`` (atomically)."""
-    spec = {**DEFAULTS, **{k: v for k, v in spec.items() if v is not None}}
+    spec = schema.merge(dict(spec), "$defs.commonvoice")
     if not spec.get("path"):
         raise CorpusError("commonvoice corpus spec: `path` (the extracted release) is required")
     root = Path(spec["path"]).expanduser()

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from speechlens import audio
+from speechlens import audio, schema
 from speechlens.corpora.alignments import (
     Alignments,
     check_alignments,
@@ -64,12 +64,6 @@ log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ["utterance_id", "audio", "speaker", "language", "text"]
 DEFAULT_TIERS = {"phones": "phone", "words": "word", "phone": "phone", "word": "word"}
-DEFAULTS = {
-    "manifest": "manifest.tsv",
-    "sample_rate": 16000,
-    "on_bad_audio": "fail",
-    "fill_silence": True,
-}
 _BAD_ID = re.compile(r"[/\\\s\x00-\x1f\x7f]|^\.")
 SKIPPED_COLUMNS = ["utterance_id", "audio", "manifest_row", "reason"]
 
@@ -132,8 +126,9 @@ def build(spec: Mapping, out_dir: Path, *, threads: int = 1) -> None:
 
 
 def parse_spec(spec: Mapping) -> Options:
-    """Check the spec and fill its defaults; raises :class:`CorpusError`."""
-    spec = {**DEFAULTS, **{key: value for key, value in spec.items() if value is not None}}
+    """Check the spec and fill its defaults (the schema's ``$defs.folder``); raises
+    :class:`CorpusError`."""
+    spec = schema.merge(dict(spec), "$defs.folder")
     if not spec.get("path"):
         raise CorpusError("folder corpus spec: `path` (the corpus folder) is required")
     root = Path(spec["path"]).expanduser().resolve()
@@ -188,7 +183,7 @@ def read_manifest(path: Path, root: Path) -> list[Row]:
     for line, record in records:
         values = {key: clean(value) for key, value in record.items()}
         where = f"{path} row {line}"
-        _check_id(values["utterance_id"], where, seen)
+        check_id(values["utterance_id"], where, seen)
         seen[values["utterance_id"].casefold()] = line
         if not values.get("gender"):
             values["gender"] = "unknown"
@@ -196,7 +191,7 @@ def read_manifest(path: Path, root: Path) -> list[Row]:
     return rows
 
 
-def _check_id(utt: str, where: str, seen: dict[str, int]) -> None:
+def check_id(utt: str, where: str, seen: dict[str, int]) -> None:
     """Ids name the output files: non-empty, file-name safe, unique ignoring case."""
     if not utt:
         raise CorpusError(f"{where}: empty utterance_id")

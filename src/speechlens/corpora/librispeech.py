@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
+from speechlens import schema
 from speechlens.corpora import download
 from speechlens.corpora.alignments import Alignments, read_textgrid
 from speechlens.corpora.contract import CorpusError
@@ -74,12 +75,11 @@ ARCHIVES: dict[str, tuple[str, str]] = {
     ),
 }
 GENDERS = {"F": "female", "M": "male"}
-DEFAULTS = {"subset": "dev-clean", "downloads": "resources/downloads", "retries": 3}
 
 
 def build(spec: Mapping, out_dir: Path, *, threads: int = 1) -> None:
     """Build a LibriSpeech corpus described by ``spec`` into ``out_dir`` (atomically)."""
-    spec = {**DEFAULTS, **{k: v for k, v in spec.items() if v is not None}}
+    spec = schema.merge(dict(spec), "$defs.librispeech")
     subset = spec["subset"]
     if subset not in ARCHIVES:
         raise CorpusError(f"librispeech corpus spec: subset {subset!r} not one of {list(ARCHIVES)}")

@@ -48,21 +48,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from speechlens import audio
+from speechlens import audio, schema
 from speechlens.corpora import espeak, phones
 from speechlens.corpora.contract import SILENCE, CorpusError, write_corpus
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LANGUAGES = ("en-us", "tr", "de", "es", "fr")
-DEFAULTS = {
-    "languages": list(DEFAULT_LANGUAGES),
-    "speakers_per_language": 8,
-    "sentences_per_speaker": 15,
-    "seed": 0,
-    "sample_rate": 16000,
-    "sentences": {},
-}
+DEFAULT_LANGUAGES = tuple(schema.defaults("$defs.synthetic")["languages"])
+"""The languages of a spec that names none (the schema's default)."""
 PAD_S = 0.15
 """Silence added before and after each utterance (seconds)."""
 MIN_SILENCE_S = 0.01
@@ -134,8 +127,10 @@ class Interval:
 
 
 def parse_spec(spec: Mapping) -> Options:
-    """Check ``spec`` and fill its defaults; raises :class:`CorpusError` naming the key."""
-    languages = spec.get("languages", DEFAULTS["languages"])
+    """Check ``spec`` and fill its defaults (the schema's ``$defs.synthetic``); raises
+    :class:`CorpusError` naming the key."""
+    spec = schema.merge(dict(spec), "$defs.synthetic")
+    languages = spec["languages"]
     if isinstance(languages, str) or not isinstance(languages, Sequence) or not languages:
         raise CorpusError(f"corpus config key `languages`: expected a list, got {languages!r}")
     for lang in languages:
@@ -159,7 +154,7 @@ def parse_spec(spec: Mapping) -> Options:
 
 
 def _int_at_least(spec: Mapping, key: str, minimum: int = 1) -> int:
-    value = spec.get(key, DEFAULTS[key])
+    value = spec[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise CorpusError(
             f"corpus config key `{key}`: expected an integer >= {minimum}, got {value!r}"
@@ -518,9 +513,9 @@ def render_all(jobs: Sequence[Job], audio_dir: Path, sample_rate: int, threads: 
 def build(spec: Mapping, out_dir: Path, *, threads: int = 1) -> None:
     """Build a ``synthetic`` corpus described by ``spec`` into ``out_dir`` (atomically).
 
-    Spec keys (defaults in :data:`DEFAULTS`): ``languages``, ``speakers_per_language``,
-    ``sentences_per_speaker``, ``seed``, ``sample_rate`` (Hz), ``sentences``
-    (language → sentence file). ``threads`` worker processes synthesise in parallel.
+    Spec keys (defaults in the schema's ``$defs.synthetic``): ``languages``,
+    ``speakers_per_language``, ``sentences_per_speaker``, ``seed``, ``sample_rate`` (Hz),
+    ``sentences`` (language → sentence file). ``threads`` worker processes synthesise in parallel.
     """
     options = parse_spec(spec)
     check_voices(options.languages, espeak.engine())

@@ -33,6 +33,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from speechlens import schema
 from speechlens.corpora.alignments import Segment, make_segment
 from speechlens.corpora.contract import SILENCE, CorpusError
 from speechlens.corpora.sources import Source, build_folder_corpus, sample
@@ -41,11 +42,6 @@ from speechlens.corpora.tables import clean
 log = logging.getLogger(__name__)
 
 TIMIT_RATE = 16000
-DEFAULTS = {
-    "splits": ["train", "test"],
-    "sentence_types": ["sa", "si", "sx"],
-    "phone_set": "timit61",
-}
 GENDERS = {"f": "female", "m": "male"}
 # Lee & Hon (1989) 61 -> 39 folding; labels not listed map to themselves; None = dropped.
 FOLD_39: dict[str, str | None] = {
@@ -80,7 +76,7 @@ _WAV = re.compile(r"^(s[aix]\d+)\.wav$", re.IGNORECASE)
 
 def build(spec: Mapping, out_dir: Path, *, threads: int = 1) -> None:
     """Build a TIMIT corpus described by ``spec`` into ``out_dir`` (atomically)."""
-    spec = {**DEFAULTS, **{k: v for k, v in spec.items() if v is not None}}
+    spec = schema.merge(dict(spec), "$defs.timit")
     if not spec.get("path"):
         raise CorpusError("timit corpus spec: `path` (folder with TRAIN/ and TEST/) is required")
     root = Path(spec["path"]).expanduser()

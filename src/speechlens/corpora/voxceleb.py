@@ -26,20 +26,20 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from speechlens import schema
 from speechlens.corpora.contract import CorpusError
 from speechlens.corpora.sources import Source, build_folder_corpus, sample
 from speechlens.corpora.tables import clean
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"language": "unknown"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 GENDERS = {"m": "male", "f": "female", "male": "male", "female": "female"}
 
 
 def build(spec: Mapping, out_dir: Path, *, threads: int = 1) -> None:
     """Build a VoxCeleb-style corpus described by ``spec`` into ``out_dir`` (atomically)."""
-    spec = {**DEFAULTS, **{k: v for k, v in spec.items() if v is not None}}
+    spec = schema.merge(dict(spec), "$defs.voxceleb")
     if not spec.get("path"):
         raise CorpusError("voxceleb corpus spec: `path` (a folder of speaker folders) is required")
     root = Path(spec["path"]).expanduser()

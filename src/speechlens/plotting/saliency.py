@@ -1,12 +1,12 @@
 """Decoder cross-attention vs input saliency (Whisper): heatmaps, bars and one example.
 
 Inputs are the outputs of :mod:`speechlens.saliency` (read with the ``read_*`` functions
-here, which check them and name the file of a bad one):
+here, which check them against the writer's :class:`~speechlens.tables.TableSpec` and name
+the file of a bad one):
 
-- the tidy table: ``utterance_id, token_index, token, layer, head, method, pearson_r``
-  (``layer`` a decoder layer index from 0 or ``all``; ``head`` an index, ``mean`` for the
-  layer's average over heads, ``all`` with ``layer = all`` for the global average);
-- the summary: ``method, level, statistic, layer, head, mean_r, std_r, n_tokens``;
+- the tidy table (:data:`speechlens.saliency.correlate.TABLE`);
+- the summary (:data:`speechlens.saliency.correlate.SUMMARY`): best head and layer
+  cross-fitted over utterances (``best_crossfit``) and in sample (``best_in_sample``);
 - the example store: ``mel(mel_bin, mel_frame)``, ``saliency(method, token, frame)``,
   ``cross_attention(layer, head, token, frame)``, coordinates ``token_text``,
   ``frame_time_s`` and ``mel_time_s`` (seconds).
@@ -36,25 +36,27 @@ from speechlens.plotting.style import (
     layer_ticks,
     styled,
 )
+from speechlens.saliency.correlate import SUMMARY, TABLE
+from speechlens.tables import read_table
 
-TABLE_COLUMNS = ("utterance_id", "token_index", "token", "layer", "head", "method", "pearson_r")
-SUMMARY_COLUMNS = ("method", "level", "statistic", "layer", "head", "mean_r", "std_r", "n_tokens")
 #: Diverging map of every correlation panel (colour-blind safe, centred at r = 0).
 CORRELATION_CMAP = "RdBu_r"
 #: Bars of the summary: (level, statistic) -> label.
 BARS = {
-    ("head", "best"): "single head (best)",
-    ("layer", "best"): "layer average (best layer)",
+    ("head", "best_crossfit"): "single head (best, cross-fitted)",
+    ("layer", "best_crossfit"): "layer average (best layer, cross-fitted)",
     ("all", "global"): "global average",
 }
 METHOD_LABELS = {
     "gradient_x_input": "gradient × input",
-    "spes": "SPES (perturbation)",
+    "spes": "SPES",
+    "rise_grid": "RISE-style grid occlusion",
     "encoder_output": "encoder output",
 }
 SHORT_LABELS = {
     "gradient_x_input": "gradient\n× input",
     "spes": "SPES",
+    "rise_grid": "RISE\ngrid",
     "encoder_output": "encoder\noutput",
 }
 #: Token axes with more tokens than this label every k-th token only.
@@ -66,33 +68,15 @@ def correlation_norm() -> Normalize:
     return Normalize(vmin=-1.0, vmax=1.0)
 
 
-def _read(path, columns, numeric) -> pd.DataFrame:
-    table = pd.read_csv(
-        path, sep="\t", dtype={"layer": str, "head": str, "token": str}, keep_default_na=False
-    )
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: table lacks columns {missing}")
-    for column in numeric:
-        text = table[column].astype(str)
-        values = pd.to_numeric(text.replace({"": "nan", "NaN": "nan"}), errors="coerce")
-        bad = values.isna() & ~text.str.lower().isin(["", "nan"])
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"{path}: line {row + 2}: {column} {text.iloc[row]!r}")
-        table[column] = values
-    return table
-
-
 def read_saliency_table(path: str | Path) -> pd.DataFrame:
     """The tidy table (``cross_attention_saliency.tsv``); ``layer`` and ``head`` stay strings,
     ``pearson_r`` a float (NaN for a constant map). Errors name the file and line."""
-    return _read(path, TABLE_COLUMNS, ("pearson_r",))
+    return read_table(TABLE, path)
 
 
 def read_saliency_summary(path: str | Path) -> pd.DataFrame:
     """The summary (``cross_attention_saliency_summary.tsv``), checked like the table."""
-    return _read(path, SUMMARY_COLUMNS, ("mean_r", "std_r", "n_tokens"))
+    return read_table(SUMMARY, path)
 
 
 def read_saliency_example(path: str | Path) -> xr.Dataset:
@@ -147,7 +131,7 @@ def _heatmap(ax, means: pd.DataFrame, summary: pd.DataFrame, method: str) -> Non
     best = summary[
         (summary["method"] == method)
         & (summary["level"] == "head")
-        & (summary["statistic"] == "best")
+        & (summary["statistic"] == "best_in_sample")
     ]
     if len(best):
         i = list(means.index).index(int(best["layer"].iloc[0]))
@@ -198,10 +182,11 @@ def _bars(ax, summary: pd.DataFrame, methods: list[str]) -> None:
 
 
 def _extent(times: np.ndarray, n_rows: int) -> tuple[float, float, float, float]:
-    """Image extent with column ``i`` covering ``[t_i, t_i + dt)`` seconds, rows 0..n-1 top down."""
+    """Image extent with column ``i`` centred on ``t_i`` (covering ``t_i -+ dt / 2`` seconds:
+    frame times are frame centres), rows 0..n-1 top down."""
     times = np.asarray(times, dtype=float)
     dt = float(np.median(np.diff(times))) if len(times) > 1 else 0.02
-    return (float(times[0]), float(times[-1]) + dt, n_rows - 0.5, -0.5)
+    return (float(times[0]) - dt / 2, float(times[-1]) + dt / 2, n_rows - 0.5, -0.5)
 
 
 def _token_axis(ax, tokens: list[str]) -> None:
@@ -226,12 +211,13 @@ def _example(subfig, example: xr.Dataset, method: str) -> list:
         aspect="auto",
         cmap=HEATMAP_CMAP,
         interpolation="nearest",
-        extent=(float(mel_t[0]), float(mel_t[-1]) + dt, -0.5, mel.shape[0] - 0.5),
+        extent=(float(mel_t[0]) - dt / 2, float(mel_t[-1]) + dt / 2, -0.5, mel.shape[0] - 0.5),
     )
     subfig.colorbar(image, ax=ax_mel, label="log-mel", pad=0.01)
     ax_mel.set_ylabel("mel bin")
+    note = " (padding trim: an approximation)" if example.attrs.get("approximation") else ""
     ax_mel.set_title(
-        f"Example {example.attrs.get('utterance_id', '')}: “{example.attrs.get('text', '')}”"
+        f"Example {example.attrs.get('utterance_id', '')}: “{example.attrs.get('text', '')}”" + note
     )
     frame_t = np.asarray(example["frame_time_s"].values, dtype=float)
     methods = [str(v) for v in example["method"].values]  # StringDType: select by position
@@ -282,13 +268,15 @@ def plot_cross_attention_saliency(
 
     Top: one panel per saliency method, decoder layer (y) x head (x) heatmap of the mean
     Pearson r over tokens (:func:`head_means`) on :func:`correlation_norm` (``RdBu_r``,
-    -1 .. 1) with one colourbar; the summary's best head is outlined. Right: per method,
-    bars of the summary's best single head, best layer average and global average (mean r
-    ± sd over tokens). Bottom (when ``example`` is given): the example utterance's
-    log-mel spectrogram, the saliency of ``method`` (default: the first of the example's
-    methods) and the cross-attention averaged over all layers and heads, each token a row
-    scaled by its own maximum (:func:`row_normalised`), on one time axis in seconds with
-    the tokens labelled. Raises ``ValueError`` when the table has no single-head rows.
+    -1 .. 1) with one colourbar; the best head *in sample* (chosen and measured on the same
+    tokens) is outlined. Right: per method, bars of the cross-fitted best single head and
+    best layer average (chosen on one half of the utterances, measured on the other) and
+    the global average (mean r ± sd over tokens). Bottom (when ``example`` is given): the
+    example utterance's log-mel spectrogram, the saliency of ``method`` (default: the first
+    of the example's methods) and the cross-attention averaged over all layers and heads,
+    each token a row scaled by its own maximum (:func:`row_normalised`), on one time axis
+    in seconds (columns centred on frame times) with the tokens labelled. Raises
+    ``ValueError`` when the table has no single-head rows.
     """
     methods = _methods(table)
     means = {m: head_means(table, m) for m in methods}
@@ -316,8 +304,10 @@ def plot_cross_attention_saliency(
         shrink=0.9,
     )
     _bars(axes[-1], summary, methods)
+    approximate = example is not None and bool(example.attrs.get("approximation"))
     if model:
-        fig.suptitle(f"{model}: cross-attention vs saliency")
+        note = " (padding trim: an approximation of the model's input)" if approximate else ""
+        fig.suptitle(f"{model}: cross-attention vs saliency{note}")
     if example is not None:
         available = [str(v) for v in example["method"].values]
         chosen = method or available[0]

@@ -1,7 +1,8 @@
 """The transcript whose tokens are explained, as teacher-forced decoder inputs.
 
-Whisper's decoder reads ``prompt + content`` (prompt: ``<|startoftranscript|>`` and, for
-the English-only ``.en`` models, ``<|notimestamps|>``; the tokenizer's ``prefix_tokens``).
+Whisper's decoder reads ``prompt + content`` (prompt: ``<|startoftranscript|>``, for
+multilingual models the utterance's language and task tokens, then ``<|notimestamps|>``;
+see :mod:`speechlens.saliency.prompt`).
 The logits at decoder position ``i`` predict the token at position ``i + 1``. So with
 ``full = prompt + content`` (``P`` prompt tokens, ``K`` content tokens):
 
@@ -58,19 +59,22 @@ def teacher_forcing(
     return full[:-1] if len(content) else full, positions, full[n_prompt:]
 
 
-def reference_transcript(tokenizer, text: str) -> ForcedTranscript:
+def reference_transcript(tokenizer, text: str, prompt=None) -> ForcedTranscript:
     """Tokens of a reference text, with Whisper's convention of a leading space.
 
-    ``tokenizer`` is a ``WhisperTokenizer``; the prompt is its ``prefix_tokens``.
+    ``tokenizer`` is a ``WhisperTokenizer``; ``prompt`` the decoder prompt (default: the
+    tokenizer's ``prefix_tokens``).
     """
     content = tokenizer(" " + str(text).strip(), add_special_tokens=False).input_ids
-    return from_ids(tokenizer, content)
+    return from_ids(tokenizer, content, prompt)
 
 
-def from_ids(tokenizer, ids) -> ForcedTranscript:
-    """A transcript from content ids; special ids (``>= eos``, timestamps) are dropped."""
+def from_ids(tokenizer, ids, prompt=None) -> ForcedTranscript:
+    """A transcript from content ids; special ids (``>= eos``, timestamps) are dropped.
+    ``prompt``: the decoder prompt (default: the tokenizer's ``prefix_tokens``)."""
     special = set(tokenizer.all_special_ids)
     first_special = int(tokenizer.eos_token_id)
     content = [int(i) for i in ids if int(i) not in special and int(i) < first_special]
     tokens = [tokenizer.decode([i]) for i in content]
-    return ForcedTranscript(tuple(tokenizer.prefix_tokens), tuple(content), tuple(tokens))
+    prompt = tokenizer.prefix_tokens if prompt is None else prompt
+    return ForcedTranscript(tuple(int(i) for i in prompt), tuple(content), tuple(tokens))

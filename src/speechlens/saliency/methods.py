@@ -1,30 +1,30 @@
 """Saliency of each explained token's log-probability (or probability), per encoder frame.
 
-Three methods, all returning one map per token on the 20 ms encoder grid
-``(token, frame)`` (1500 frames with padding pad30, the valid ones with trim; callers
-keep the valid frames):
+Methods returning one map per token on the 20 ms encoder grid ``(token, frame)`` (1500
+frames with padding pad30, the valid ones with trim; callers keep the valid frames). Mel
+frames are pooled to encoder frames centred on each encoder frame
+(:func:`~speechlens.saliency.pooling.pool_to_encoder_grid`).
 
 - ``gradient_x_input``: ``d log p(token) / d mel * mel`` on the log-mel input; per element
   its magnitude (``sign="absolute"``, the default) or its signed value (``"signed"``),
-  summed over mel bins, then pooled to the encoder grid by summing mel frames
-  ``2 j, 2 j + 1`` into encoder frame ``j`` (the stride of Whisper's second convolution).
+  summed over mel bins, then pooled to the encoder grid.
 - ``encoder_output``: saliency w.r.t. the encoder states ``h`` ``(frame, feature)``, the
   keys/values the cross-attention reads: ``grad x output`` summed over features
   (magnitudes or signed, as above) or the gradient's L2 norm (``encoder="grad_norm"``).
   It separates what the decoder reads at each frame from how the encoder mixed the input.
-- ``spes``: perturbation saliency in the spirit of SPES (Papi et al. 2025): ``budget``
-  random masks occlude time-frequency patches (``patch_frames`` mel frames x
-  ``patch_bins`` mel bins, each occluded with probability ``occlude_prob``, drawn from a
-  seeded generator) of the valid spectrogram, replacing them by the spectrogram's floor
-  (its minimum: silence). Each masked spectrogram costs one forward pass (in batches of
-  ``batch_size``) and gives every token's probability at once. A patch's saliency for a
-  token is the mean drop ``p(clean) - p(masked)`` over masks that occlude it minus the mean
-  over masks that keep it (a RISE-style difference estimator); spread over the patch's
-  mel frames and bins, summed over bins and pooled like ``gradient_x_input``.
+- ``rise_grid``: a RISE-style occlusion estimator on a fixed grid (Petsiuk et al. 2018,
+  "RISE: Randomized Input Sampling for Explanation of Black-box Models", adapted): it is
+  *not* SPES (that is :mod:`speechlens.saliency.spes`). ``budget`` random masks occlude
+  time-frequency patches (``patch_frames`` mel frames x ``patch_bins`` mel bins, each
+  occluded with probability ``occlude_prob``, drawn from a seeded generator) of the valid
+  spectrogram, replacing them by the spectrogram's floor (its minimum: silence). A patch's
+  saliency for a token is the mean drop ``p(clean) - p(masked)`` of the token's probability
+  over masks that occlude it minus the mean over masks that keep it; spread over the patch's
+  mel frames and bins, summed over bins and pooled.
 
 Cost: the gradient methods share one forward pass and one backward pass per token
 (batched over ``grad_batch`` tokens with ``torch.autograd.grad(is_grads_batched=True)``);
-SPES costs ``budget + 1`` forward passes per utterance, whatever the number of tokens.
+``rise_grid`` costs ``budget + 1`` forward passes per utterance, whatever the number of tokens.
 """
 
 from __future__ import annotations
@@ -35,12 +35,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from speechlens.saliency.pooling import pool_to_encoder_grid
 from speechlens.saliency.whisper import WhisperForSaliency
 
 SIGNS = ("absolute", "signed")
 ENCODER_MODES = ("grad_x_output", "grad_norm")
-MEL_PER_FRAME = 2
-"""Mel frames (10 ms) per encoder frame (20 ms): the stride of Whisper's conv2."""
 
 
 @dataclass
@@ -60,21 +59,6 @@ class GradientResult:
     gradient_x_input: np.ndarray
     encoder_output: np.ndarray
     input_map: np.ndarray = field(repr=False)
-
-
-def pool_to_encoder_grid(per_mel_frame: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Sum mel frames ``2 j`` and ``2 j + 1`` into encoder frame ``j``.
-
-    ``(..., mel_frame)`` -> ``(..., ceil(mel_frame / 2))`` (an odd last mel frame stands alone).
-    """
-    x = np.asarray(
-        per_mel_frame.detach().cpu() if torch.is_tensor(per_mel_frame) else per_mel_frame
-    )
-    n = x.shape[-1]
-    pad = (-n) % MEL_PER_FRAME
-    if pad:
-        x = np.concatenate([x, np.zeros(x.shape[:-1] + (pad,), x.dtype)], axis=-1)
-    return x.reshape(x.shape[:-1] + (-1, MEL_PER_FRAME)).sum(-1)
 
 
 def _magnitude(x: torch.Tensor, sign: str) -> torch.Tensor:
@@ -143,8 +127,8 @@ def gradient_saliency(
 
 
 @dataclass
-class PerturbationResult:
-    """Outputs of :func:`perturbation_saliency` for one utterance with ``K`` tokens.
+class RiseGridResult:
+    """Outputs of :func:`rise_grid_saliency` for one utterance with ``K`` tokens.
 
     Attributes:
         saliency: ``(token, frame)`` on the encoder grid (0 past the valid frames).
@@ -175,7 +159,7 @@ def _expand(patches: torch.Tensor, patch_bins: int, patch_frames: int, n_bins: i
     return out.repeat_interleave(patch_frames, dim=-1)[..., :n_mel]
 
 
-def perturbation_saliency(
+def rise_grid_saliency(
     model: WhisperForSaliency,
     mel: torch.Tensor,
     input_ids: np.ndarray,
@@ -189,8 +173,8 @@ def perturbation_saliency(
     patch_bins: int = 10,
     occlude_prob: float = 0.5,
     seed: int = 0,
-) -> PerturbationResult:
-    """SPES-style occlusion saliency of every target token's probability (module docstring).
+) -> RiseGridResult:
+    """RISE-style grid occlusion saliency of every target token's probability (module docstring).
 
     ``mel`` ``(1, mel, 3000)``; ``n_mel`` valid mel frames (only they are occluded);
     exactly ``budget`` perturbed forward passes plus one clean pass.
@@ -224,7 +208,7 @@ def perturbation_saliency(
     patch_map = _expand(score, patch_bins, patch_frames, n_bins, n_mel)  # (token, mel, n_mel)
     per_frame = torch.zeros(k_tokens, n_total)
     per_frame[:, :n_mel] = patch_map.sum(1)
-    return PerturbationResult(
+    return RiseGridResult(
         saliency=pool_to_encoder_grid(per_frame),
         patch_map=patch_map.numpy(),
         masks=masks.numpy(),

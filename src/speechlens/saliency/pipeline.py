@@ -2,13 +2,19 @@
 
 Writes three outputs (each under a temporary name, renamed when complete):
 
-- the tidy table (:data:`~speechlens.saliency.correlate.COLUMNS`), one row per
-  (utterance, token, layer, head, method);
+- the tidy table (:data:`~speechlens.saliency.correlate.TABLE`), one row per
+  (utterance, token, layer, head, method), with a JSON sidecar (``<table>.json``: model,
+  settings, padding and whether it is an approximation);
 - the summary (:func:`~speechlens.saliency.correlate.summarise`);
 - one example utterance as a Zarr store (float16, named dims) for figures: ``mel``
   ``(mel_bin, mel_frame)``, ``saliency`` ``(method, token, frame)``, ``cross_attention``
-  ``(layer, head, token, frame)``, ``input_map`` (signed gradient x input) and ``spes_map``
-  ``(token, mel_bin, mel_frame)``; valid frames only, ``time_s`` coordinates in seconds.
+  ``(layer, head, token, frame)``, ``input_map`` (signed gradient x input), ``spes_map`` and
+  ``rise_grid_map`` ``(token, mel_bin, mel_frame)``; valid frames only, time coordinates in
+  seconds (frame centres).
+
+The encoder input is the model's own by default (``pad30`` for Whisper: 30 s, as trained).
+``padding: trim`` (valid frames only) is an *approximation* of the model's computation; the
+sidecar, the example's attributes and the figure say so.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import pandas as pd
 from speechlens import audio
 from speechlens.atomic import atomic_path, write_text
 from speechlens.config import ConfigError
-from speechlens.saliency.correlate import COLUMNS, correlation_rows, summarise
+from speechlens.saliency.correlate import SUMMARY, TABLE, correlation_rows, summarise
 from speechlens.saliency.forced import (
     ForcedTranscript,
     from_ids,
@@ -37,15 +43,34 @@ from speechlens.saliency.methods import (
     ENCODER_MODES,
     SIGNS,
     gradient_saliency,
-    perturbation_saliency,
+    rise_grid_saliency,
 )
+from speechlens.saliency.prompt import prompts
+from speechlens.saliency.spes import SpesSettings, spes_saliency
 from speechlens.saliency.whisper import WhisperForSaliency
+from speechlens.schema import merge
+from speechlens.tables import write_table
 
 log = logging.getLogger(__name__)
 
-METHODS = ("gradient_x_input", "spes", "encoder_output")
+METHODS = ("gradient_x_input", "spes", "rise_grid", "encoder_output")
 TRANSCRIPTS = ("reference", "hypothesis")
-PERTURBATION_KEYS = ("budget", "batch_size", "patch_frames", "patch_bins", "occlude_prob", "seed")
+RISE_GRID_KEYS = ("budget", "batch_size", "patch_frames", "patch_bins", "occlude_prob", "seed")
+SPES_KEYS = (
+    "n_masks",
+    "n_segments",
+    "reference_frames",
+    "threshold_frames",
+    "p",
+    "compactness",
+    "sigma",
+    "batch_size",
+    "seed",
+)
+APPROXIMATION = (
+    "approximation: padding trim feeds the encoder only the valid frames, not the 30 s "
+    "input the model was trained on"
+)
 
 
 def _fail(key: str, message: str) -> ConfigError:
@@ -53,26 +78,13 @@ def _fail(key: str, message: str) -> ConfigError:
 
 
 def check_settings(settings: Mapping) -> dict:
-    """Check the ``saliency`` settings (defaults come from the config schema); returns a copy.
+    """The ``saliency`` settings over the config schema's defaults, checked; returns a copy.
 
     Raises :class:`~speechlens.config.ConfigError` naming the key.
     """
-    s = dict(settings)
-    required = (
-        "transcript",
-        "languages",
-        "max_utterances",
-        "methods",
-        "gradient_sign",
-        "encoder_saliency",
-        "grad_batch",
-        "perturbation",
-    )
+    s = merge(dict(settings), "saliency")
     if s.get("padding") not in (None, "pad30", "trim"):
         raise _fail("padding", f"must be pad30, trim or null, got {s['padding']!r}")
-    for key in required:
-        if key not in s:
-            raise _fail(key, "missing")
     if s["transcript"] not in TRANSCRIPTS:
         raise _fail("transcript", f"must be one of {TRANSCRIPTS}, got {s['transcript']!r}")
     if not s["methods"] or any(m not in METHODS for m in s["methods"]):
@@ -87,16 +99,25 @@ def check_settings(settings: Mapping) -> dict:
         raise _fail("max_utterances", "must be >= 1 or null")
     if int(s["grad_batch"]) < 1:
         raise _fail("grad_batch", "must be >= 1")
-    p = dict(s["perturbation"])
-    for key in PERTURBATION_KEYS:
-        if key not in p:
-            raise _fail(f"perturbation.{key}", "missing")
+    r = dict(s["rise_grid"])
     for key in ("budget", "batch_size", "patch_frames", "patch_bins"):
+        if int(r[key]) < 1:
+            raise _fail(f"rise_grid.{key}", f"must be >= 1, got {r[key]}")
+    if not 0 < float(r["occlude_prob"]) < 1:
+        raise _fail("rise_grid.occlude_prob", f"must be in (0, 1), got {r['occlude_prob']}")
+    p = dict(s["spes"])
+    if not 0 <= float(p["p"]) < 1:
+        raise _fail("spes.p", f"must be in [0, 1), got {p['p']}")
+    if not p["n_segments"] or any(int(n) < 1 for n in p["n_segments"]):
+        raise _fail("spes.n_segments", f"must be positive integers, got {p['n_segments']}")
+    if p["max_utterances"] is not None and int(p["max_utterances"]) < 1:
+        raise _fail("spes.max_utterances", f"must be >= 1 or null, got {p['max_utterances']}")
+    if int(p["n_masks"]) < len(p["n_segments"]):
+        raise _fail("spes.n_masks", f"must be >= the number of levels, got {p['n_masks']}")
+    for key in ("batch_size", "reference_frames"):
         if int(p[key]) < 1:
-            raise _fail(f"perturbation.{key}", f"must be >= 1, got {p[key]}")
-    if not 0 < float(p["occlude_prob"]) < 1:
-        raise _fail("perturbation.occlude_prob", f"must be in (0, 1), got {p['occlude_prob']}")
-    s["perturbation"] = p
+            raise _fail(f"spes.{key}", f"must be >= 1, got {p[key]}")
+    s["rise_grid"], s["spes"] = r, p
     return s
 
 
@@ -122,21 +143,33 @@ def select_utterances(
     return chosen.reset_index(drop=True)
 
 
-def transcript_for(model: WhisperForSaliency, mel, text: str, kind: str) -> ForcedTranscript:
-    """The reference text's tokens, or the model's own greedy hypothesis."""
+def transcript_for(
+    model: WhisperForSaliency, mel, text: str, kind: str, prompt=None
+) -> ForcedTranscript:
+    """The reference text's tokens, or the model's own greedy hypothesis, after ``prompt``
+    (default: the tokenizer's ``prefix_tokens``)."""
+    prompt = tuple(model.tokenizer.prefix_tokens if prompt is None else prompt)
     if kind == "reference":
-        return reference_transcript(model.tokenizer, text)
-    prompt = model.tokenizer.prefix_tokens
+        return reference_transcript(model.tokenizer, text, prompt)
     limit = model.model.config.max_target_positions - len(prompt) - 1
-    return from_ids(model.tokenizer, model.greedy_ids(mel, prompt, max_new_tokens=min(limit, 200)))
+    ids = model.greedy_ids(mel, prompt, max_new_tokens=min(limit, 200))
+    return from_ids(model.tokenizer, ids, prompt)
 
 
-def explain(model: WhisperForSaliency, wave: np.ndarray, forced: ForcedTranscript, s: Mapping):
+def explain(
+    model: WhisperForSaliency,
+    wave: np.ndarray,
+    forced: ForcedTranscript,
+    s: Mapping,
+    *,
+    spes: bool = True,
+):
     """All configured saliency maps and the cross-attention of one utterance.
 
     Returns ``(maps, cross, n_frames, extra)``: ``maps`` method -> ``(token, frame)``,
     ``cross`` ``(layer, head, token, frame)``, ``n_frames`` the valid encoder frames, and
-    ``extra`` (mel, un-pooled maps, timings) for the example store.
+    ``extra`` (mel, un-pooled maps, timings) for the example store. ``spes=False`` skips
+    SPES (past ``saliency.spes.max_utterances``).
     """
     mel = model.log_mel(wave)
     n_mel, n_frames = model.mel_frame_count(len(wave)), model.frame_count(len(wave))
@@ -158,15 +191,24 @@ def explain(model: WhisperForSaliency, wave: np.ndarray, forced: ForcedTranscrip
     if "gradient_x_input" in s["methods"]:
         maps["gradient_x_input"] = grads.gradient_x_input
     extra = {"mel": mel[0, :, :n_mel].cpu().numpy(), "input_map": grads.input_map[:, :, :n_mel]}
-    if "spes" in s["methods"]:
+    if "spes" in s["methods"] and spes:
         start = time.perf_counter()
-        p = s["perturbation"]
-        pert = perturbation_saliency(
-            model, mel, ids, positions, targets, n_mel, **{k: p[k] for k in PERTURBATION_KEYS}
+        spes = spes_saliency(
+            model, mel, ids, positions, targets, n_mel, SpesSettings.from_mapping(s["spes"])
         )
         timings["spes"] = time.perf_counter() - start
-        maps["spes"] = pert.saliency
-        extra["spes_map"] = pert.patch_map
+        maps["spes"] = spes.saliency
+        extra["spes_map"] = spes.cell_map
+        extra["spes_segments"] = spes.segments
+    if "rise_grid" in s["methods"]:
+        start = time.perf_counter()
+        r = s["rise_grid"]
+        rise = rise_grid_saliency(
+            model, mel, ids, positions, targets, n_mel, **{k: r[k] for k in RISE_GRID_KEYS}
+        )
+        timings["rise_grid"] = time.perf_counter() - start
+        maps["rise_grid"] = rise.saliency
+        extra["rise_grid_map"] = rise.patch_map
     if "encoder_output" in s["methods"]:
         maps["encoder_output"] = grads.encoder_output
     extra["timings"] = timings
@@ -190,8 +232,9 @@ def save_example(path, utterance: Mapping, forced, maps, cross, n_frames, extra,
         "input_map": (("token", "mel_bin", "mel_frame"), extra["input_map"].astype(f16)),
         "logprob": (("token",), extra["logprob"].astype(np.float32)),
     }
-    if "spes_map" in extra:
-        data["spes_map"] = (("token", "mel_bin", "mel_frame"), extra["spes_map"].astype(f16))
+    for name in ("spes_map", "rise_grid_map"):
+        if name in extra:
+            data[name] = (("token", "mel_bin", "mel_frame"), extra[name].astype(f16))
     ds = xr.Dataset(
         data,
         coords={
@@ -203,7 +246,10 @@ def save_example(path, utterance: Mapping, forced, maps, cross, n_frames, extra,
         attrs={
             "utterance_id": utterance["utterance_id"],
             "text": utterance["text"],
-            "units": "saliency of log p (gradient methods) or of p (spes); attention weights",
+            "units": (
+                "saliency of log p (gradient methods), KL divergence normalised per token to "
+                "[0, 1] (spes), drop of p (rise_grid); attention weights"
+            ),
             **attrs,
         },
     )
@@ -225,8 +271,10 @@ def run_corpus(
 ) -> pd.DataFrame:
     """Explain every selected utterance's tokens with ``source``'s Whisper; write the outputs.
 
-    ``padding`` is the model's own option (``pad30`` or ``trim``, see
-    :class:`~speechlens.saliency.whisper.WhisperForSaliency`).
+    ``padding``: ``pad30`` (Whisper's own input) or ``trim`` (an approximation, recorded as
+    such), see :class:`~speechlens.saliency.whisper.WhisperForSaliency`. Each utterance's
+    decoder prompt comes from :func:`~speechlens.saliency.prompt.prompts` (fails before any
+    computation when a multilingual model lacks an utterance's language).
 
     Returns the tidy table.
     """
@@ -239,6 +287,12 @@ def run_corpus(
     example_id = s.get("example_utterance")  # None: the first utterance explained
     if example_id is not None and example_id not in set(chosen["utterance_id"]):
         raise _fail("example_utterance", f"{example_id!r} is not among the selected utterances")
+    prompt_of = prompts(
+        model.tokenizer,
+        model.model.generation_config,
+        model.model.config.vocab_size,
+        list(zip(chosen["utterance_id"], chosen["language"], strict=True)),
+    )
     saved = False
     attrs = {
         "model_source": str(source),
@@ -246,16 +300,21 @@ def run_corpus(
         "settings": json.dumps(s, sort_keys=True, default=str),
         "transcript": s["transcript"],
         "padding": padding,
+        "approximation": APPROXIMATION if padding == "trim" else "",
     }
-    tables = []
+    tables, explained = [], 0
     for row in chosen.to_dict("records"):
         wave, _ = audio.load(corpus_dir / row["audio"], sample_rate=model.sample_rate)
         mel = model.log_mel(wave)
-        forced = transcript_for(model, mel, row["text"], s["transcript"])
+        prompt = prompt_of[row["utterance_id"]]
+        forced = transcript_for(model, mel, row["text"], s["transcript"], prompt)
         if not forced.content:
             log.warning("%s: no content tokens to explain; skipped", row["utterance_id"])
             continue
-        maps, cross, n_frames, extra = explain(model, wave, forced, s)
+        spes_limit = s["spes"]["max_utterances"]
+        run_spes = spes_limit is None or explained < int(spes_limit)
+        maps, cross, n_frames, extra = explain(model, wave, forced, s, spes=run_spes)
+        explained += 1
         log.info(
             "%s: %d tokens, %d frames, seconds %s",
             row["utterance_id"],
@@ -274,7 +333,13 @@ def run_corpus(
             if example_id
             else f"{utterances_tsv}: none of the selected utterances has tokens to explain"
         )
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
-    write_text(table_path, table.to_csv(sep="\t", index=False, float_format="%.6g"))
-    write_text(summary_path, summarise(table).to_csv(sep="\t", index=False, float_format="%.6g"))
+    table = pd.concat(tables, ignore_index=True) if tables else TABLE.frame()
+    write_table(TABLE, table, table_path)
+    write_table(SUMMARY, summarise(table), summary_path)
+    write_text(sidecar_path(table_path), json.dumps(attrs, indent=1, sort_keys=True) + "\n")
     return table
+
+
+def sidecar_path(table_path: str | Path) -> Path:
+    """The JSON sidecar of the tidy table (``<table>.json``)."""
+    return Path(table_path).with_suffix(".json")

@@ -188,6 +188,22 @@ class WhisperForSaliency:
             cross = torch.stack([a[:, :, pos] for a in out.cross_attentions])
         return TokenPass(encoder, logprob[..., 0], cross)
 
+    def log_distribution(
+        self, encoder: torch.Tensor, input_ids: np.ndarray, positions: np.ndarray
+    ) -> torch.Tensor:
+        """Teacher-forced log-probabilities over the whole vocabulary at ``positions``:
+        ``(batch, token, vocab)`` (float32 or wider), for scorers that compare output
+        distributions (SPES's KL divergence)."""
+        batch = encoder.shape[0]
+        ids = torch.as_tensor(input_ids, device=self.device)[None].expand(batch, -1)
+        pos = torch.as_tensor(positions, device=self.device)
+        out = self.model.model.decoder(
+            input_ids=ids, encoder_hidden_states=encoder, use_cache=False
+        )
+        logits = self.model.proj_out(out.last_hidden_state[:, pos])
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return torch.log_softmax(logits, dim=-1)
+
     def greedy_ids(self, mel: torch.Tensor, prompt, max_new_tokens: int = 200) -> list[int]:
         """The model's own greedy continuation of ``prompt`` for ``mel`` ``(1, mel, frames)``.
 

