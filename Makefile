@@ -15,6 +15,9 @@ STAMP  := $(VENV)/.installed
 # weights; its webrtcvad (a C build) and librosa are not needed. Same pin as
 # workflow/envs/speechlens.post-deploy.sh (tests/unit/test_packaging_nodeps.py checks it).
 NO_DEPS := resemblyzer==0.1.4
+# Test-only reference, also without dependencies (it requires torchaudio, which is not
+# installed): SpeechBrain's ECAPA-TDNN, compared in tests/unit/test_adapters_ecapa.py.
+TEST_NO_DEPS := speechbrain==1.1.2
 
 .PHONY: run test install lint clean
 
@@ -23,6 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS)
+	$(BIN)/python -m pip install --quiet --no-deps $(TEST_NO_DEPS)
 	touch $(STAMP)
 
 install: $(STAMP)

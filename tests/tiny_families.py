@@ -1,8 +1,7 @@
 """Tiny random checkpoints of the families of issue 17, saved with ``save_pretrained``.
 
 Like :mod:`tests.tiny_models`: small widths, real frame arithmetic (wav2vec2 conv stacks,
-SeamlessM4T's 80-bin fbank stacked by 2, Qwen2-Audio's 128 mel bins, 3000 mel frames and
-1500 positions), the family's feature-extractor config beside the weights.
+SeamlessM4T's 80-bin fbank stacked by 2), the feature-extractor config beside the weights.
 
     path = save_tiny_family("xvector_wavlm", tmp_dir / "xv")
 """
@@ -51,22 +50,6 @@ SEAMLESS_SMALL = {
     "spkr_embed_dim": 4,
     "vocoder_num_langs": 2,
     "vocoder_num_spkrs": 2,
-}
-QWEN_AUDIO = {
-    "d_model": 32,
-    "encoder_layers": 2,
-    "encoder_attention_heads": 2,
-    "encoder_ffn_dim": 64,
-    "num_mel_bins": 128,
-    "max_source_positions": 1500,
-}
-QWEN_TEXT = {
-    "vocab_size": 64,
-    "hidden_size": 16,
-    "intermediate_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
 }
 # MMS (Pratap et al. 2023) pretrained models are wav2vec2 "large" models: stable layer norm,
 # layer-normed conv feature encoder with biases, 1280 wide (1b) -- here tiny.
@@ -129,14 +112,6 @@ TINY_FAMILIES = {
         {**CONFORMER, **SEAMLESS_SMALL},
         "SeamlessM4TFeatureExtractor",
         {},
-    ),
-    "qwen2_audio": (
-        "qwen2-audio",
-        "Qwen2AudioForConditionalGeneration",
-        "Qwen2AudioConfig",
-        {"audio_config": QWEN_AUDIO, "text_config": QWEN_TEXT},
-        "WhisperFeatureExtractor",
-        {"feature_size": 128},
     ),
     "mms": (
         "wav2vec2",

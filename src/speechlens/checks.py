@@ -26,6 +26,7 @@ def check_references(config: Mapping) -> None:
     ``config`` is the validated config (schema defaults filled).
     """
     _check_cka_pairs(config)
+    _check_reduced_stores(config)
     _check_training(config)
     _check_attention(config)
     _check_saliency(config)
@@ -53,6 +54,29 @@ def _check_cka_pairs(config: Mapping) -> None:
                 f"config key cka.pairs[{i}]: compares {pair[0]!r} with itself "
                 "(that matrix is cka.within)"
             )
+
+
+def _check_reduced_stores(config: Mapping) -> None:
+    """Probing tasks and CKA pairs must fit each model's store (``features.pool``): a frame
+    task needs frames or segments; a reduced store in a CKA pair needs ``align: segment`` on
+    its tier (:func:`speechlens.probing.check_task_stores`,
+    :func:`speechlens.cka.check_pairs`)."""
+    from speechlens.cka import check_pairs
+    from speechlens.probing import check_task_stores
+
+    features = {
+        name: {**config["features"], **(spec.get("features") or {})}
+        for name, spec in config["models"].items()
+    }
+    try:
+        check_task_stores(config["probing"]["tasks"], features)
+    except ValueError as err:
+        raise ConfigError(f"config key probing.tasks / models.*.features.pool: {err}") from err
+    cka = config["cka"]
+    try:
+        check_pairs(cka["pairs"], features, cka["align"], cka["tier"])
+    except ValueError as err:
+        raise ConfigError(f"config key {err}") from err
 
 
 def _check_training(config: Mapping) -> None:

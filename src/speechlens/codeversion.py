@@ -1,7 +1,7 @@
 """A version string of the library code a rule runs, so that code edits can rerun its jobs.
 
 Rules carry ``params: code=code_version("probe.py")`` (``rules/common.smk``), the version of
-the ``speechlens`` code their script imports; Snakemake's ``params`` rerun trigger reruns a
+the script and the ``speechlens`` code it imports; Snakemake's ``params`` rerun trigger reruns a
 rule's jobs whenever that string changes.
 
 The string is a sha256 over the modules a script imports and every ``speechlens`` module
@@ -130,11 +130,17 @@ def imported_modules(script: str | Path, root: Path = ROOT) -> list[str]:
 
 
 def script_code_version(script: str | Path, root: Path = ROOT) -> str:
-    """:func:`code_version` of the ``speechlens`` modules that ``script`` imports.
+    """:func:`code_version` of ``script`` itself and the ``speechlens`` modules it imports.
 
-    The script's own text is not part of it (Snakemake reruns a rule whose script changed).
+    The script counts by its docstring-free syntax tree, like the modules, so a code edit in
+    the script reruns its rule through the ``params`` trigger, while a new file time (a fresh
+    clone, a copy) or a comment edit does not. The profiles therefore leave Snakemake's
+    ``code`` trigger out: it compares the script's file time with the outputs'.
     """
     modules = imported_modules(script, root)
     if not modules:
         raise CodeVersionError(f"code version: script {script} imports no {PACKAGE} module")
-    return code_version(*modules, root=root)
+    tree = ast.parse(Path(script).read_bytes(), filename=str(script))
+    own = hashlib.sha256(ast.dump(_strip_docstrings(tree), annotate_fields=False).encode())
+    digest = hashlib.sha256(f"{own.hexdigest()}:{code_version(*modules, root=root)}".encode())
+    return digest.hexdigest()[:16]

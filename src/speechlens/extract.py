@@ -6,6 +6,11 @@ length and batched (at most ``batch_seconds`` of padded audio per forward pass);
 outputs are then written as one contiguous slice. Block boundaries depend only on the
 utterance lengths, so a sharded extraction (whole blocks per shard) batches exactly like the
 unsharded one and the gathered store is identical.
+
+Models with utterance-level outputs (the ``utterance_level`` capability: an adapter with
+``embedding_names``, ``embedding_size`` and ``forward_with_embeddings``) give their
+embeddings from the same forward pass as the frame-level layers; they are stored in every
+store mode (the ``embedding`` variable, see :mod:`speechlens.store`).
 """
 
 from __future__ import annotations
@@ -16,113 +21,67 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 from tqdm import tqdm
 
 from speechlens import __version__, audio, reduce, store
 from speechlens.atomic import atomic_path
+from speechlens.batching import (  # noqa: F401  (re-exported: speechlens.extract.*)
+    Item,
+    check_lengths,
+    plan_batches,
+    plan_blocks,
+    plan_items,
+    shard_blocks,
+)
 from speechlens.corpora.contract import read_tables
 from speechlens.gather import gather  # noqa: F401  (re-exported: speechlens.extract.gather)
+from speechlens.models.base import AdapterError
 
 log = logging.getLogger("speechlens.extract")
 
 
-@dataclass(frozen=True)
-class Item:
-    """One utterance to extract: id, audio path and its length in samples at the model rate."""
-
-    utterance_id: str
-    path: Path
-    n_samples: int
-
-
-def plan_items(utterance_ids: Sequence[str], paths: Sequence[Path], sample_rate: int) -> list[Item]:
-    """Lengths in samples at ``sample_rate`` (read from headers; resampled only if rates differ)."""
-    items = []
-    for uid, path in zip(utterance_ids, paths, strict=True):
-        info = sf.info(str(path))
-        if info.samplerate == sample_rate:
-            n = info.frames
-        else:
-            n = len(audio.load(path, sample_rate=sample_rate)[0])
-        items.append(Item(str(uid), Path(path), int(n)))
-    return items
+def embedding_names(adapter) -> tuple[str, ...]:
+    """The adapter's utterance-level embedding names, ``()`` unless it declares the
+    ``utterance_level`` capability (then it must name at least one)."""
+    if "utterance_level" not in getattr(adapter, "capabilities", ()):
+        return ()
+    names = tuple(str(n) for n in getattr(adapter, "embedding_names", ()))
+    if not names:
+        raise AdapterError(f"{adapter.family}: utterance_level declared, no embedding_names")
+    return names
 
 
-def check_lengths(
-    items: Sequence[Item],
-    frame_counts: Sequence[int],
-    max_samples: int | None,
-    sample_rate: int,
-    where,
-) -> None:
-    """Raise :class:`store.StoreError` naming ``where`` (the corpus table) and every utterance
-    the model cannot take, before any extraction work: longer than ``max_samples`` samples at
-    ``sample_rate`` Hz (the model's input limit; None: no limit), or so short that the model
-    gives no frame for it (``frame_counts[i] == 0``; its pooled mean would be undefined)."""
-    long = [] if max_samples is None else [it for it in items if it.n_samples > max_samples]
-    if long:
-        raise store.StoreError(
-            f"{where}: {len(long)} utterance(s) longer than the model accepts "
-            f"({max_samples / sample_rate:g} s): {_show(long, sample_rate)}. "
-            f"Split them, or give the corpus `max_duration_s: {max_samples / sample_rate:g}` "
-            "with `on_bad_audio: skip` to drop them when the corpus is built."
+def run_batch(
+    adapter, waves: list[np.ndarray], names: Sequence[str], ids: Sequence[str]
+) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """One forward pass over ``waves``: float32 hidden states ``(layer, frame, feature)`` per
+    utterance and, when ``names`` (the adapter's embedding names) is not empty, float32
+    embeddings ``(len(names), embedding_size)`` (else None). Shapes are checked; errors
+    name the utterance (``ids[i]``)."""
+    if names:
+        hidden, vectors = adapter.forward_with_embeddings(waves)
+    else:
+        hidden, vectors = adapter.forward(waves), [None] * len(waves)
+    if len(hidden) != len(waves) or len(vectors) != len(waves):
+        raise AdapterError(
+            f"{adapter.family}: {len(waves)} waveforms gave {len(hidden)} hidden states and "
+            f"{len(vectors)} embeddings"
         )
-    short = [it for it, count in zip(items, frame_counts, strict=True) if count == 0]
-    if short:
-        raise store.StoreError(
-            f"{where}: {len(short)} utterance(s) too short to give the model a single frame: "
-            f"{_show(short, sample_rate)}. Remove them from the corpus."
-        )
-
-
-def _show(items: Sequence[Item], sample_rate: int, limit: int = 5) -> str:
-    """``'id' (1.23 s), ...`` for the first ``limit`` items, then how many more."""
-    shown = ", ".join(
-        f"{i.utterance_id!r} ({i.n_samples / sample_rate:.3f} s)" for i in items[:limit]
-    )
-    return shown + (f", and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def plan_blocks(frame_counts: Sequence[int], block_frames: int) -> list[range]:
-    """Split store rows into consecutive blocks of at most ``block_frames`` frames (>= 1 row)."""
-    blocks, start, total = [], 0, 0
-    for i, count in enumerate(frame_counts):
-        if i > start and total + count > block_frames:
-            blocks.append(range(start, i))
-            start, total = i, 0
-        total += count
-    if start < len(frame_counts):
-        blocks.append(range(start, len(frame_counts)))
-    return blocks
-
-
-def shard_blocks(blocks: list[range], shard: int, shards: int) -> list[range]:
-    """The blocks of shard ``shard`` (0-based) of ``shards``: a contiguous, balanced run."""
-    if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} outside 0..{shards - 1}")
-    lo, hi = len(blocks) * shard // shards, len(blocks) * (shard + 1) // shards
-    return blocks[lo:hi]
-
-
-def plan_batches(lengths: Sequence[int], max_samples: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length whose padded size stays <= max_samples."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    batches, current = [], []
-    for i in order:
-        longest = lengths[i]  # ascending order: the newest item is the longest
-        if current and longest * (len(current) + 1) > max_samples:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+    hidden = [np.asarray(h, np.float32) for h in hidden]
+    if names:
+        expected = (len(names), int(adapter.embedding_size))
+        vectors = [np.asarray(v, np.float32) for v in vectors]
+        for uid, v in zip(ids, vectors, strict=True):
+            if v.shape != expected:
+                raise store.StoreError(
+                    f"utterance {uid!r}: {adapter.family} embeddings {v.shape}, expected "
+                    f"{expected} (embedding_names {list(names)}, embedding_size)"
+                )
+    return hidden, vectors
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -177,9 +136,13 @@ def run_blocks(
     overflow raises :class:`~speechlens.store.Float16OverflowError`) before the cast.
     A single background thread writes block ``k`` (cast, compression, I/O) while block
     ``k + 1`` is computed; at most one write is pending, so memory stays at two blocks.
+    Embeddings (adapters with ``utterance_level``) come from the same forward pass
+    (:func:`run_batch`), checked like the layers (labels ``embedding:<name>``).
     """
     max_samples = int(batch_seconds * adapter.sample_rate)
     numbers = group["layer"][:].tolist()
+    names = embedding_names(adapter)
+    labels = [f"embedding:{n}" for n in names]
     n_utts = sum(len(b) for b in blocks)
     seconds = 0.0
     bar = tqdm(total=n_utts, unit="utt", file=_LogStream(), mininterval=5.0, ascii=True)
@@ -190,10 +153,11 @@ def run_blocks(
             waves = [_load(adapter, items[i]) for i in block]
             outputs: list[np.ndarray | None] = [None] * len(waves)
             means: list[np.ndarray | None] = [None] * len(waves)
+            vectors: list[np.ndarray | None] = [None] * len(waves)
             for batch in plan_batches([len(w) for w in waves], max_samples):
-                hidden = adapter.forward([waves[j] for j in batch])
-                for j, h in zip(batch, hidden, strict=True):
-                    h = np.asarray(h, np.float32)
+                ids = [items[block.start + j].utterance_id for j in batch]
+                hidden, embedded = run_batch(adapter, [waves[j] for j in batch], names, ids)
+                for j, h, e in zip(batch, hidden, embedded, strict=True):
                     if layer_index is not None and len(layer_index) != h.shape[0]:
                         h = h[layer_index]
                     means[j] = h.mean(axis=1)
@@ -201,14 +165,18 @@ def run_blocks(
                     units = h if layout is None else layout.reduce(row, h)
                     uid = items[block.start + j].utterance_id
                     store.check_values(means[j], dtype, numbers, uid)
+                    if e is not None:
+                        store.check_values(e, dtype, labels, uid)
+                        vectors[j] = e
                     if units is not None:
                         store.check_values(units, dtype, numbers, uid)
                         outputs[j] = units.astype(dtype, copy=False)
             if pending is not None:
                 pending.result()  # re-raises a failed write
             pooled = np.stack(means, axis=1)
+            emb = np.stack(vectors, axis=1) if names else None
             pending = writer.submit(
-                store.write_block, group, block.start - row_offset, outputs, pooled
+                store.write_block, group, block.start - row_offset, outputs, pooled, emb
             )
             seconds += sum(len(w) for w in waves) / adapter.sample_rate
             bar.update(len(block))
@@ -257,6 +225,9 @@ def extract(
     provenance attributes (adapter, model, config hash, ...) stored with it. ``reduction``
     (default: the full store) says which layers and units are stored; ``segments`` is the
     corpus' segments table (segment pooling only); ``where`` the config key named in errors.
+
+    An adapter with the ``utterance_level`` capability also fills the store's ``embedding``
+    variable (every mode), from the same forward pass.
 
     A float16 store whose values would exceed float16's range (|x| > 65504) is written in
     float32 instead: the extraction restarts, the attrs record ``dtype: float32``,
@@ -308,6 +279,7 @@ def _extract_store(
 ) -> None:
     """One atomic attempt of :func:`extract` in ``dtype``."""
     full = layout.reduction.mode == "frame" and layout.reduction.frame_stride == 1
+    names = embedding_names(adapter)
     with atomic_path(out_path, is_dir=True) as tmp:
         group = store.create(
             tmp,
@@ -324,6 +296,8 @@ def _extract_store(
             layers=layer_index,
             segments=layout.segments,
             pooled_only=layout.reduction.mode == "utterance",
+            embedding_names=names,
+            embedding_size=int(adapter.embedding_size) if names else 0,
         )
         run_blocks(
             adapter,

@@ -21,8 +21,9 @@ def gather(
 ) -> None:
     """Concatenate shard stores (in order) into one store equal to the unsharded extraction.
 
-    Every mode is gathered; if a shard fell back to float32 (float16 overflow), the gathered
-    store is float32 (the float16 shards upcast exactly) and records each shard's overflow.
+    Every mode is gathered, with the model's utterance embeddings; if a shard fell back to
+    float32 (float16 overflow), the gathered store is float32 (the float16 shards upcast
+    exactly) and records each shard's overflow.
     """
     shards = [store.open_store(p) for p in shard_paths]
     for path, ds in zip(shard_paths, shards, strict=True):
@@ -32,6 +33,13 @@ def gather(
         raise store.StoreError(f"shards {list(map(str, shard_paths))} differ in mode: {kinds}")
     kind = kinds.pop()
     first = shards[0]
+    names = store.embedding_names(first)
+    for path, ds in zip(shard_paths, shards, strict=True):
+        if store.embedding_names(ds) != names:
+            raise store.StoreError(
+                f"shard {path}: embeddings {store.embedding_names(ds)}, shard "
+                f"{shard_paths[0]} has {names}"
+            )
     drop = ("shard", "complete", "store_version", "dtype", "dtype_requested", "float16_overflow")
     attrs = {k: v for k, v in first.attrs.items() if k not in drop}
     attrs.update(shard=0, shards=1)
@@ -63,6 +71,8 @@ def gather(
             dtype=dtype,
             chunk_frames=chunk_frames,
             layers=store.layer_numbers(first),
+            embedding_names=names,
+            embedding_size=first.sizes["embedding_feature"] if names else 0,
             **layout,
         )
         unit0, row0 = 0, 0
@@ -78,6 +88,8 @@ def gather(
                         ].values.astype(dtype)
                 unit0 += n_units
             group["pooled"][:, row0 : row0 + n_rows] = ds["pooled"].values.astype(dtype)
+            if names:
+                group["embedding"][:, row0 : row0 + n_rows] = ds["embedding"].values.astype(dtype)
             row0 += n_rows
         store.finish(group)
 

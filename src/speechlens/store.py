@@ -26,6 +26,15 @@ Schema of a frame store (dims are named; see DESIGN.md):
 - ``layer`` coord: 0..L-1.
 - attrs: provenance (adapter, model source and checksum, frame_rate_hz, sample_rate, dtype, ...).
 
+Every mode also holds, for models with utterance-level outputs (adapters declaring the
+``utterance_level`` capability, e.g. GE2E's d-vector, an x-vector):
+
+- ``embedding(embedding_name, utterance, embedding_feature)``: the model's own utterance
+  embeddings, as the adapter returns them (not a mean of frames; not reduced by ``layers``),
+  in the store dtype; coord ``embedding_name`` (e.g. ``["d_vector"]``). Its own feature dim,
+  since ``embedding_size`` need not equal ``hidden_size``. Read it with :func:`embeddings`.
+- attrs ``embedding_names`` (list, empty for models without embeddings) and ``embedding_size``.
+
 Writers fill a pre-allocated store block by block (:func:`create`, :func:`write_block`);
 the caller writes under a temporary name and renames (see :mod:`speechlens.atomic`).
 """
@@ -80,6 +89,8 @@ def create(
     layers: Sequence[int] | None = None,
     segments: pd.DataFrame | None = None,
     pooled_only: bool = False,
+    embedding_names: Sequence[str] = (),
+    embedding_size: int = 0,
 ) -> zarr.Group:
     """Create an empty store for the given utterances (in store order).
 
@@ -89,8 +100,10 @@ def create(
     ``utterance_index, tier, label, start_s, end_s, n_frames`` (``frame_times`` unused).
     Utterance store (``pooled_only``): ``pooled`` only; ``frame_counts`` (frames averaged per
     utterance) become the ``n_frames`` coord. ``layers``: the model layer numbers of the
-    layer axis (default ``0..num_layers-1``). ``hidden`` and ``pooled`` are filled by
-    :func:`write_block`; unwritten values stay NaN, which :func:`validate` detects.
+    layer axis (default ``0..num_layers-1``). ``embedding_names`` (any mode): the model's
+    utterance-level embeddings, each ``embedding_size`` features (the ``embedding`` variable).
+    ``hidden``, ``pooled`` and ``embedding`` are filled by :func:`write_block`; unwritten
+    values stay NaN.
     """
     if dtype not in ("float16", "float32"):
         raise StoreError(f"store dtype {dtype!r} unsupported; use float16 or float32")
@@ -105,6 +118,9 @@ def create(
         counts = np.asarray(frame_counts, dtype=np.int64)
         if len(counts) != n_utts or len(frame_times) != n_utts:
             raise StoreError("utterance_ids, frame_counts and frame_times differ in length")
+    names = [str(n) for n in embedding_names]
+    if len(set(names)) != len(names) or (names and int(embedding_size) < 1):
+        raise StoreError(f"embedding names {names} (size {embedding_size}): use distinct names")
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     pooled = _array(
         group,
@@ -116,6 +132,17 @@ def create(
         compress=True,
     )
     _array(group, "layer", layers.astype(np.int32), ("layer",), dtype="int32")
+    if names:
+        _array(
+            group,
+            "embedding",
+            (len(names), n_utts, int(embedding_size)),
+            ("embedding_name", "utterance", "embedding_feature"),
+            dtype=dtype,
+            chunks=(1, max(1, n_utts), int(embedding_size)),
+            compress=True,
+        ).attrs["coordinates"] = "utterance_id"
+        _array(group, "embedding_name", np.asarray(names, str), ("embedding_name",), dtype=str)
     _array(group, "utterance_id", np.asarray(utterance_ids, dtype=str), ("utterance",), dtype=str)
     if unit is None:
         pooled.attrs["coordinates"] = "utterance_id n_frames"
@@ -155,15 +182,24 @@ def create(
         for name, values in coords.items():
             kind = str if values.dtype.kind in "UO" else values.dtype
             _array(group, name, np.asarray(values, kind), (unit,), dtype=kind)
-    group.attrs.update({**dict(attrs), "store_version": STORE_VERSION, "dtype": dtype})
+    group.attrs.update(
+        {
+            **dict(attrs),
+            "store_version": STORE_VERSION,
+            "dtype": dtype,
+            "embedding_names": names,
+            "embedding_size": int(embedding_size) if names else 0,
+        }
+    )
     return group
 
 
 class Float16OverflowError(StoreError):
     """Values beyond float16's range (|x| > 65504) were about to be stored in float16."""
 
-    def __init__(self, layer: int, peak: float, utterance: str):
-        self.layer, self.peak, self.utterance = int(layer), float(peak), str(utterance)
+    def __init__(self, layer: int | str, peak: float, utterance: str):
+        self.layer = layer if isinstance(layer, str) else int(layer)
+        self.peak, self.utterance = float(peak), str(utterance)
         super().__init__(
             f"layer {self.layer}: |value| up to {self.peak:.6g} in utterance {self.utterance!r} "
             f"exceeds float16's range ({FLOAT16_MAX:g})"
@@ -173,11 +209,14 @@ class Float16OverflowError(StoreError):
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-def check_values(values: np.ndarray, dtype: str, layers: Sequence[int], utterance: str) -> None:
+def check_values(
+    values: np.ndarray, dtype: str, layers: Sequence[int | str], utterance: str
+) -> None:
     """Refuse values a store of ``dtype`` cannot hold: raise :class:`Float16OverflowError` when a
     float16 store would turn them into inf, :class:`StoreError` for non-finite values (the
     model's own inf/NaN), naming the layer (``layers[i]`` for row ``i`` of ``values``, shape
-    (layer, ...)) and the utterance."""
+    (layer, ...); for embeddings a label such as ``"embedding:d_vector"``) and the
+    utterance."""
     values = np.asarray(values)
     if values.size == 0:
         return
@@ -201,6 +240,7 @@ def write_block(
     utterance_start: int,
     hidden: Sequence[np.ndarray | None],
     pooled: np.ndarray | None = None,
+    embeddings: np.ndarray | None = None,
 ) -> None:
     """Write consecutive utterances' stored units, starting at store row ``utterance_start``.
 
@@ -208,12 +248,21 @@ def write_block(
     (frames or segments; None in an utterance store); the units of the block are written as
     one contiguous slice. ``pooled`` (layer, len(hidden), feature) holds the utterances'
     means; pass it when ``hidden`` was already cast to a lower precision or reduced (means
-    taken before), else it is computed here in float32 (frame stores only).
+    taken before), else it is computed here in float32 (frame stores only). ``embeddings``
+    (embedding_name, len(hidden), embedding_feature): the utterances' embeddings, required
+    exactly when the store has an ``embedding`` variable.
     """
     if not len(hidden):
         return
     rows = slice(utterance_start, utterance_start + len(hidden))
     dtype = group["pooled"].dtype
+    if ("embedding" in group) != (embeddings is not None):
+        has = "has" if "embedding" in group else "has no"
+        raise StoreError(f"write_block: the store {has} embeddings; pass them exactly then")
+    if embeddings is not None:
+        expected = (group["embedding"].shape[0], len(hidden), group["embedding"].shape[2])
+        if np.shape(embeddings) != expected:
+            raise StoreError(f"embeddings {np.shape(embeddings)}, expected {expected}")
     if "hidden" in group:
         unit = group["hidden"].metadata.dimension_names[1]
         starts, counts = group[f"{unit}_start"][rows], group[f"{unit}_count"][rows]
@@ -233,6 +282,8 @@ def write_block(
     elif pooled is None:
         raise StoreError("write_block: an utterance store needs `pooled`")
     group["pooled"][:, rows, :] = np.asarray(pooled).astype(dtype)
+    if embeddings is not None:
+        group["embedding"][:, rows, :] = np.asarray(embeddings).astype(dtype)
 
 
 def finish(group: zarr.Group, **attrs) -> None:
@@ -276,6 +327,21 @@ def reduction(ds: xr.Dataset) -> dict:
     if recorded:
         return dict(recorded)
     return {"layers": None, "pool": "frame", "mode": "frame", "tier": None, "frame_stride": 1}
+
+
+def embedding_names(ds: xr.Dataset) -> list[str]:
+    """Names of the store's utterance-level embeddings (``[]``: none, e.g. a transformer)."""
+    return [str(n) for n in ds["embedding_name"].values] if "embedding" in ds else []
+
+
+def embeddings(ds: xr.Dataset) -> xr.DataArray | None:
+    """The model's utterance-level embeddings, ``(embedding_name, utterance,
+    embedding_feature)`` in the store dtype (lazy), or None when the model has none.
+
+    One probing row per name: ``embeddings(ds).sel(embedding_name="d_vector")`` is
+    ``(utterance, embedding_feature)``, rows in the order of ``ds["utterance_id"]``.
+    """
+    return ds.get("embedding")
 
 
 def layer_numbers(ds: xr.Dataset) -> np.ndarray:
@@ -338,6 +404,15 @@ def validate(ds: xr.Dataset, where: str = "store") -> None:
     for coord in _SCHEMA[kind]:
         if coord not in ds.coords:
             raise StoreError(f"{where}: coordinate {coord} missing")
+    names = list(ds.attrs.get("embedding_names") or [])
+    if "embedding" in ds or names:
+        dims = ("embedding_name", "utterance", "embedding_feature")
+        if "embedding" not in ds or ds["embedding"].dims != dims:
+            raise StoreError(f"{where}: variable embedding{dims} missing or misshapen")
+        if embedding_names(ds) != names:
+            raise StoreError(
+                f"{where}: embedding names {embedding_names(ds)} differ from the attrs' {names}"
+            )
     if not ds.attrs.get("complete"):
         raise StoreError(f"{where}: incomplete (no 'complete' attribute): rerun its job")
     if kind != "utterance":

@@ -123,3 +123,13 @@ def test_every_scripted_rule_carries_the_code_version_of_its_own_script():
             assert line in block, f"{smk.name}: rule {name} lacks params {line}"
             checked += 1
     assert checked >= 16
+
+
+def test_a_script_counts_by_its_code_not_its_comments(tmp_path):
+    script = tmp_path / "rule.py"
+    script.write_text('"""A rule."""\nfrom speechlens import store\n\nX = 1\n')
+    before = script_code_version(script)
+    script.write_text('"""Another docstring."""\nfrom speechlens import store  # same\n\nX = 1\n')
+    assert script_code_version(script) == before
+    script.write_text('"""A rule."""\nfrom speechlens import store\n\nX = 2\n')
+    assert script_code_version(script) != before

@@ -11,9 +11,9 @@ import torch
 
 from speechlens.config import ConfigError, check_config
 from speechlens.saliency import correlate, methods
-from speechlens.saliency.pooling import pool_to_encoder_grid
 from speechlens.saliency.forced import teacher_forcing
 from speechlens.saliency.pipeline import check_settings, select_utterances
+from speechlens.saliency.pooling import pool_to_encoder_grid
 from speechlens.saliency.whisper import TokenPass, WhisperForSaliency
 from tests.conftest import REPO
 from tests.tiny_models import save_tiny
@@ -288,7 +288,7 @@ def test_crossfit_best_head_of_pure_noise_maps_is_about_zero():
     the same tokens, the best of 24 heads looks positive; cross-fitted, it does not."""
     rng = np.random.default_rng(0)
     in_sample, crossfit, layer_in, layer_cf = [], [], [], []
-    for draw in range(12):
+    for _ in range(12):
         tables = [
             correlate.correlation_rows(
                 f"u{u:02d}",

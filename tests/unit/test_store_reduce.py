@@ -76,9 +76,12 @@ DURATIONS = [0.50, 0.83, 0.31, 1.2, 0.66, 0.95]
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def write_corpus(root):
     """6 utterances (constant level 0.05 + u / 100), with phone and word tiers; utterance 2 has a
-    1 ms phone that holds no frame centre."""
-    root = tmp_path_factory.mktemp("corpus")
+    1 ms phone that holds no frame centre. Returns ``root``."""
     (root / "audio").mkdir()
     rows, segs = [], []
     for u, dur in enumerate(DURATIONS):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import xarray as xr
 import yaml
@@ -26,7 +28,11 @@ def test_tiny_workflow_correlates_cross_attention_with_saliency(tiny_run):
     assert set(per_token) == {4 * 6 + 4 + 1}
     assert table["pearson_r"].between(-1, 1).mean() > 0.95
     summary = pd.read_csv(out / "cross_attention_saliency_summary.tsv", sep="\t")
-    assert len(summary) == 3 * 5
+    assert len(summary) == 3 * 7  # head and layer x (crossfit, in sample, mean), global
+    assert set(summary["statistic"]) == {"best_crossfit", "best_in_sample", "mean", "global"}
+    sidecar = json.loads((out / "cross_attention_saliency.json").read_text())
+    # saliency.padding null: the model's own, here `trim` (tiny.yaml), recorded as approximate
+    assert sidecar["padding"] == "trim" and "approximation" in sidecar["approximation"]
     example = xr.open_zarr(out / "cross_attention_saliency_example.zarr", consolidated=False)
     assert example.attrs["utterance_id"] == english[0]
     assert example["cross_attention"].dims == ("layer", "head", "token", "frame")

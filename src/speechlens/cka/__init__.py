@@ -8,15 +8,19 @@ Data flows one way through the modules:
   with overlap-weighted pooling, segment) and the seeded draw of samples;
 - :mod:`~speechlens.cka.stream`: reads the units' pooled features batch by batch into the
   accumulator (several passes when all layer pairs do not fit in memory);
-- :mod:`~speechlens.cka.run`: opens the stores, runs the above, wraps, writes and reads the
-  ``(layer_a, layer_b)`` matrix.
+- :mod:`~speechlens.cka.run`: opens the stores (any kind: frame, segment, utterance;
+  :func:`~speechlens.cka.run.check_alignment` says which alignments they allow), runs the
+  above, wraps, writes and reads the ``(layer_a, layer_b)`` matrix.
 """
 
 from speechlens.cka.run import (
     ALIGNS,
     across_models,
+    check_alignment,
+    check_pairs,
     compute,
     load_cka,
+    unit_store,
     within_model,
     write_cka,
 )
@@ -50,6 +54,8 @@ __all__ = [
     "Pooling",
     "Units",
     "across_models",
+    "check_alignment",
+    "check_pairs",
     "cka_from_hsic",
     "cka_matrix",
     "compute",
@@ -66,6 +72,7 @@ __all__ = [
     "segment_units",
     "stream_hsic",
     "time_units",
+    "unit_store",
     "within_model",
     "write_cka",
 ]

@@ -19,6 +19,12 @@ A unit pools, in each store, frames with weights that sum to 1 (:class:`Pooling`
 store are dropped; then at most ``max_frames`` units are drawn with a seeded RNG, uniformly
 across all utterances (:func:`sample_units`: adjacent frames are near-duplicates, so a sample
 spread over the corpus is worth more than a contiguous block).
+
+Reduced stores (:mod:`speechlens.reduce`): a store keeping every k-th frame has the period
+``k P`` (:func:`frame_hop`); a ``segment:<tier>`` store is read as frames
+(:func:`speechlens.store.unit_view`: each stored segment one "frame" at its midpoint), so
+segment alignment on the store's own tier pairs each stored segment (the mean of the
+model's frames centred inside it) with the same segment of the other store.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+from speechlens import store
 
 MIN_OVERLAP = 1e-6
 """Overlaps shorter than this fraction of a fine frame's period count as none."""
@@ -129,11 +137,12 @@ def match_utterances(ds_a: xr.Dataset, ds_b: xr.Dataset) -> np.ndarray:
 
 
 def frame_hop(ds: xr.Dataset) -> float:
-    """Seconds between frame centres: ``1 / frame_rate_hz`` from the attrs, else the median
-    spacing of ``time_s`` within the first utterance that has two frames."""
+    """Seconds between the store's frame centres: ``k / frame_rate_hz`` from the attrs for a
+    store keeping every k-th frame (``frame_stride`` of its reduction, 1 for a full store),
+    else the median spacing of ``time_s`` within the first utterance that has two frames."""
     rate = ds.attrs.get("frame_rate_hz")
     if rate:
-        return 1.0 / float(rate)
+        return float(store.reduction(ds)["frame_stride"]) / float(rate)
     starts, counts = ds["frame_start"].values, ds["frame_count"].values
     for start, count in zip(starts, counts, strict=True):
         if count >= 2:

@@ -10,9 +10,10 @@ from collections.abc import Mapping
 import pandas as pd
 
 from speechlens.atomic import write_text
+from speechlens.attention.summary import TABLE as SUMMARY
 from speechlens.findings.claims import CLAIMS
 from speechlens.findings.verdict import ALPHA, Results, Verdict
-from speechlens.tables import TableSpec, write_table
+from speechlens.tables import TableSpec, read_table, write_table
 
 TABLE = TableSpec(
     "findings",
@@ -46,22 +47,20 @@ def read_results(
     saliency: Mapping[str, str | os.PathLike] | None = None,
 ) -> Results:
     """The :class:`Results` of a run from its table paths: ``probes`` ``{(model, task):
-    probe tsv}``, ``ablation`` / ``saliency`` ``{model: tsv}``; ``models`` as in
-    :class:`Results`, ``num_layers`` filled from the probe tables when absent."""
+    probe tsv}``, ``ablation`` ``{model: ablation_summary.tsv}``, ``saliency`` ``{model:
+    cross_attention_saliency.tsv}``; ``models`` as in :class:`Results`, ``num_layers``
+    filled from the probe tables when absent."""
     read = _read_tsv
     res = Results(
         probes={key: read(p) for key, p in probes.items()},
         models={m: dict(info) for m, info in models.items()},
-        ablation={m: read(p) for m, p in (ablation or {}).items()},
+        ablation={m: read_table(SUMMARY, p) for m, p in (ablation or {}).items()},
         saliency={m: _numeric(read(p), "pearson_r") for m, p in (saliency or {}).items()},
     )
     for (model, _), table in res.probes.items():
         layers = table["layer"][table["layer"].str.fullmatch(r"\d+")].astype(int)
         info = res.models.setdefault(model, {})
         info.setdefault("num_layers", int(layers.max()) + 1 if len(layers) else 1)
-    for table in res.ablation.values():
-        for column in ("delta", "n_heads"):
-            table[column] = pd.to_numeric(table[column], errors="coerce")
     return res
 
 

@@ -1,6 +1,7 @@
 """Model adapters and converters, one file per model family (see DESIGN.md)."""
 
 from speechlens.models.base import CAPABILITIES, Adapter
+from speechlens.models.ecapa import EcapaAdapter
 from speechlens.models.ge2e import GE2EAdapter
 from speechlens.models.spectral import LogMelAdapter, MfccAdapter
 from speechlens.models.tera import TeraAdapter
@@ -27,6 +28,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "xvector": XVectorAdapter,
     "w2v-bert": W2vBertAdapter,
     "seamless-m4t": SeamlessM4TAdapter,
+    "ecapa": EcapaAdapter,
 }
 """Model family name (the config's ``adapter:``) -> adapter class; the only registry."""
 

@@ -12,7 +12,9 @@ One concern per module, data flowing one way:
   groups, test folds, control labels) and their features;
 - :mod:`.estimators`: the probes (linear, knn, mlp, weighted_sum, kmeans) and baselines;
 - :mod:`.run`: the jobs, the probe table (:data:`TABLE`) and its sidecar
-  (:func:`run_task`, the workflow's entry point; :func:`probe_arrays` on arrays).
+  (:func:`run_task`, the workflow's entry point; :func:`probe_arrays` on arrays), on every
+  kind of store (frame, segment, utterance: :func:`task_view`);
+  :func:`check_task_stores` checks the config's tasks against each model's store settings.
 """
 
 from speechlens.probing.control import control_labels, unit_identities
@@ -25,6 +27,7 @@ from speechlens.probing.run import (
     load_task,
     probe_arrays,
     run_task,
+    task_view,
 )
 from speechlens.probing.sampling import (
     Sample,
@@ -42,6 +45,7 @@ from speechlens.probing.task import (
     ProbingError,
     Task,
     check_task_sources,
+    check_task_stores,
     check_tasks,
     default_tasks,
     resolve_task,
@@ -59,6 +63,7 @@ __all__ = [
     "Task",
     "TaskData",
     "check_task_sources",
+    "check_task_stores",
     "check_tasks",
     "control_labels",
     "default_tasks",
@@ -72,6 +77,7 @@ __all__ = [
     "read_features",
     "resolve_task",
     "run_task",
+    "task_view",
     "unit_identities",
     "utterance_samples",
     "where_mask",

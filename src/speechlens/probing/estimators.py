@@ -4,7 +4,11 @@
   a fixed ``C`` (settings ``linear_c``: on standardised features and >= 1000 training
   samples a weak L2 penalty; no inner CV, to keep the grid cheap) and ``linear_max_iter``
   lbfgs iterations (set so that the default run's fits converge; fits that stop at the
-  limit are counted per layer in the table, metric ``not_converged``);
+  limit are counted per layer in the table, metric ``not_converged``). With
+  ``linear_backend: torch`` the same objective is minimised by full-batch L-BFGS in torch
+  (:class:`~speechlens.probes.linear_torch.TorchLogisticRegression`, standardisation
+  inside, on ``linear_device``); a fit that ends with its largest gradient entry above the
+  tolerance counts as ``not_converged``;
 - ``knn``: ``StandardScaler`` + ``KNeighborsClassifier`` (cosine, brute force, ``knn_k``);
 - ``mlp``: ``StandardScaler`` + one hidden ReLU layer, Adam, early stopping on whole CV
   groups of the training fold
@@ -37,17 +41,33 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from speechlens.probes.grouped_mlp import GroupedEarlyStoppingMLP
+from speechlens.probes.linear_torch import TorchLogisticRegression
 from speechlens.probes.weighted_sum import WeightedSumClassifier
 from speechlens.probing.task import ProbingError, Task
 
 #: Probes whose fits can stop at an iteration limit (counted as ``not_converged`` rows).
 ITERATIVE = ("linear", "mlp")
+#: Solvers of the ``linear`` probe (setting ``linear_backend``).
+LINEAR_BACKENDS = ("sklearn", "torch")
 
 
 def make_probe(name: str, task: Task, settings: dict):
-    """A fresh estimator for probe ``name`` (see the module docstring)."""
+    """A fresh estimator for probe ``name`` (see the module docstring); ``settings`` is
+    ``probing.settings`` with the schema's defaults filled."""
     seed = task.seed
+    if name == "linear" and settings["linear_backend"] == "torch":
+        return TorchLogisticRegression(
+            C=settings["linear_c"],
+            max_iter=settings["linear_max_iter"],
+            device=settings["linear_device"],
+            threads=1,  # one job per process, as the sklearn probe (threadpool_limits(1))
+        )
     if name == "linear":
+        if settings["linear_backend"] not in LINEAR_BACKENDS:
+            raise ProbingError(
+                f"probing.settings.linear_backend {settings['linear_backend']!r}: use one "
+                f"of {LINEAR_BACKENDS}"
+            )
         clf = LogisticRegression(C=settings["linear_c"], max_iter=settings["linear_max_iter"])
     elif name == "knn":
         clf = KNeighborsClassifier(n_neighbors=task.knn_k, metric="cosine", algorithm="brute")
@@ -72,6 +92,12 @@ def make_probe(name: str, task: Task, settings: dict):
     else:
         raise ProbingError(f"no estimator for probe {name!r}")
     return make_pipeline(StandardScaler(), clf)
+
+
+def not_converged(model) -> int:
+    """1 when a fitted torch probe ended above its gradient tolerance (it records
+    ``converged_``), else 0; scikit-learn fits report theirs as ``ConvergenceWarning``."""
+    return int(not getattr(model, "converged_", True))
 
 
 def fit_predict(name: str, est, X_train, y_train, X_test, groups_train=None) -> np.ndarray:

@@ -8,6 +8,14 @@ also fitted on the control labels (probe ``{probe}_control``) on the same sample
 and ``{probe}_selectivity`` rows hold real - control per fold (Hewitt & Liang 2019).
 Iterative probes (``linear``, ``mlp``) add a ``not_converged`` row per (layer, fold): 1 when
 that fold's fit stopped at its iteration limit (the ``mean`` row is the share of folds).
+
+Every kind of store (:func:`speechlens.store.mode`) is probed: utterance tasks read
+``pooled``; frame tasks read ``hidden`` of a frame store (all frames, or every k-th), or of
+a ``segment:<tier>`` store as frames (:func:`speechlens.store.unit_view`: each stored
+segment a sample centred at its midpoint, labelled by the frame-centre rule there), and
+cannot run on an utterance store (:func:`speechlens.reduce.check_task`, an error naming the
+model and the task). The table's ``layer`` holds the model's layer numbers
+(:func:`speechlens.store.layer_numbers`: a ``layers`` subset keeps its numbers).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import PredefinedSplit
 from threadpoolctl import threadpool_limits
 
-from speechlens import schema, store
+from speechlens import reduce, schema, store
 from speechlens.atomic import atomic_path
 from speechlens.corpora.contract import read_tables
 from speechlens.probing import estimators as est
@@ -60,7 +68,8 @@ class TaskData:
     ``X`` (layer, n, feature) in the store dtype; ``y`` (n,) str labels; ``groups`` (n,) CV
     groups or None; ``control`` (n,) control labels or None; ``info`` the sampling record;
     ``test_fold`` (n,) the fold in which each sample is tested, or None (folds are then
-    drawn from ``y`` and ``groups`` by :func:`~.folds.make_splits`).
+    drawn from ``y`` and ``groups`` by :func:`~.folds.make_splits`); ``layers`` (layer,)
+    the model layer number of each row of ``X`` for the table, or None (``0..L-1``).
     """
 
     X: np.ndarray
@@ -69,6 +78,15 @@ class TaskData:
     control: np.ndarray | None = None
     info: dict = field(default_factory=dict)
     test_fold: np.ndarray | None = None
+    layers: np.ndarray | None = None
+
+    def layer_numbers(self) -> list[int]:
+        """The table's ``layer`` value of each row of ``X``."""
+        if self.layers is None:
+            return list(range(self.X.shape[0]))
+        if len(self.layers) != self.X.shape[0]:
+            raise ValueError(f"{len(self.layers)} layer numbers for {self.X.shape[0]} layers")
+        return [int(v) for v in self.layers]
 
     @classmethod
     def from_sample(cls, sample: Sample, X: np.ndarray, *, control: bool = True) -> TaskData:
@@ -83,14 +101,45 @@ class TaskData:
         )
 
 
-def load_task(store_path, utterances: pd.DataFrame, segments: pd.DataFrame, task) -> tuple:
-    """Open a store and gather a task's samples; returns (TaskData, store attrs)."""
-    task = resolve_task(task)
+def task_view(ds, task: Task, name: str, tiers=None, where: str = "store"):
+    """The store ``ds`` as task ``name`` reads it.
+
+    Raises :class:`speechlens.reduce.ReductionError` naming the model (the store's ``model``
+    attr) and the task when the task needs frames the store does not hold
+    (:func:`speechlens.reduce.check_task` on the store's recorded reduction; ``tiers``: the
+    corpus' segment tiers). A frame task on a segment store gets
+    :func:`speechlens.store.unit_view` (segments as frames); others get ``ds``.
+    """
+    red = store.reduction(ds)
+    features = {k: red[k] for k in ("layers", "pool", "frame_stride")}
+    model = str(ds.attrs.get("model") or where)
+    reduce.check_task(model, features, name, task.as_dict(), tiers=tiers)
+    return store.unit_view(ds, where) if task.level == "frame" else ds
+
+
+def load_task(
+    store_path,
+    utterances: pd.DataFrame,
+    segments: pd.DataFrame,
+    task,
+    name: str | None = None,
+) -> tuple:
+    """Open a store and gather a task's samples; returns (TaskData, store attrs).
+
+    ``name``: the task's name in errors (default: its source). The TaskData's ``layers`` are
+    the store's layer numbers; its ``info`` records the store's ``mode`` and ``reduction``.
+    """
+    task = resolve_task(task, name)
     ds = store.open_store(store_path)
     store.validate(ds, str(store_path))
-    sample = draw_samples(ds, utterances, segments, task)
-    X = read_features(ds, task.level, sample.index)
-    return TaskData.from_sample(sample, X), dict(ds.attrs)
+    tiers = set(segments["tier"].astype(str))
+    view = task_view(ds, task, name or task.source, tiers, str(store_path))
+    sample = draw_samples(view, utterances, segments, task)
+    X = read_features(view, task.level, sample.index)
+    data = TaskData.from_sample(sample, X)
+    data.layers = store.layer_numbers(ds)
+    data.info = {**data.info, "store_mode": store.mode(ds), "reduction": store.reduction(ds)}
+    return data, dict(ds.attrs)
 
 
 def _fit_layer(probe, model, Xl, y, groups, train, test, fold, task, settings) -> dict:
@@ -103,11 +152,12 @@ def _fit_layer(probe, model, Xl, y, groups, train, test, fold, task, settings) -
     return est.scores(y[test], est.fit_predict(probe, model, Xl[train], y[train], Xl[test], g))
 
 
-def _job(X, y, groups, train, test, probe, fold, task, settings, suffix="") -> tuple:
+def _job(X, y, groups, train, test, probe, fold, task, settings, layers, suffix="") -> tuple:
     """One (probe, fold, target) over all layers, single-threaded.
 
     Returns (rows, {layer: (wall s, CPU s)}, {layer: fits that hit their iteration limit}).
-    ``X`` is (layer, n, feature); ``suffix`` names the target (``""`` or ``"_control"``).
+    ``X`` is (layer, n, feature); ``layers`` the layer number of each row of ``X`` (the
+    ``layer`` of rows and keys); ``suffix`` names the target (``""`` or ``"_control"``).
     """
     rows, seconds, capped = [], {}, {}
     name = probe + suffix
@@ -119,20 +169,21 @@ def _job(X, y, groups, train, test, probe, fold, task, settings, suffix="") -> t
             pred = model.predict(X[:, test].swapaxes(0, 1))
             rows += [("all", name, fold, m, v) for m, v in est.scores(y[test], pred).items()]
             rows += [
-                (i, name, fold, "layer_weight", float(w))
+                (layers[i], name, fold, "layer_weight", float(w))
                 for i, w in enumerate(model.layer_weights_)
             ]
             seconds["all"] = (time.perf_counter() - t0, time.process_time() - c0)
             return rows, seconds, capped
-        for layer in range(X.shape[0]):
+        for i, layer in enumerate(layers):
             t0, c0 = time.perf_counter(), time.process_time()
             before = len(caught)
             model = None if probe == "kmeans" else est.make_probe(probe, task, settings)
-            Xl = X[layer].astype(np.float32)
+            Xl = X[i].astype(np.float32)
             scores = _fit_layer(probe, model, Xl, y, groups, train, test, fold, task, settings)
             rows += [(layer, name, fold, m, v) for m, v in scores.items()]
             seconds[layer] = (time.perf_counter() - t0, time.process_time() - c0)
             n_capped = sum(issubclass(w.category, ConvergenceWarning) for w in caught[before:])
+            n_capped += 0 if model is None else est.not_converged(model)
             if probe in est.ITERATIVE:
                 rows.append((layer, name, fold, "not_converged", float(n_capped)))
             if n_capped:
@@ -146,7 +197,8 @@ def probe_arrays(data: TaskData, task, settings: Mapping, *, threads: int = 1):
     ``task`` a :class:`~.task.Task` or config entry; ``settings`` ``probing.settings``
     (partial: the schema's defaults fill the rest). Returns (table, info): ``table`` a tidy
     DataFrame with columns ``layer, probe, fold, metric, value`` (per-fold rows, then
-    ``mean``/``std`` rows over folds, std with ddof=1), and ``info`` with the folds' sizes,
+    ``mean``/``std`` rows over folds, std with ddof=1; ``layer`` the numbers of
+    :meth:`TaskData.layer_numbers`, or ``all``), and ``info`` with the folds' sizes,
     the wall and CPU seconds per (probe, layer) summed over folds (keys
     ``"{probe}/{layer}"``) and the fits that hit their iteration limit.
     """
@@ -168,9 +220,10 @@ def probe_arrays(data: TaskData, task, settings: Mapping, *, threads: int = 1):
         if not (suffix and probe not in SUPERVISED)
         for fold in range(len(splits))
     ]
+    layers = data.layer_numbers()
     run = delayed(_job)
     results = Parallel(n_jobs=min(threads, len(jobs)))(
-        run(data.X, target, groups, *splits[fold], probe, fold, task, settings, suffix)
+        run(data.X, target, groups, *splits[fold], probe, fold, task, settings, layers, suffix)
         for probe, fold, suffix, target in jobs
     )
     rows = est.baselines(y, splits)
@@ -262,9 +315,11 @@ def run_task(
     ``name`` is the task's name in the table (default: the stem of ``out_tsv``, i.e. the
     ``{task}`` of ``probes/{task}.tsv``); ``threads`` the processes probing in parallel.
     Writes ``out_tsv`` (:data:`TABLE`) and, when given, ``sidecar`` (JSON: task and
-    settings with defaults, sample counts per class, dropped classes, fold sizes, the
-    control task's record, seconds per (probe, layer), store attrs, library versions), each
-    atomically. The task is checked against the corpus tables before the store is opened.
+    settings with defaults, the linear probe's backend, sample counts per class, dropped
+    classes, fold sizes, the control task's record, seconds per (probe, layer), the store's
+    mode, reduction and layer numbers, store attrs, library versions), each atomically. The
+    task is checked against the corpus tables before the store is opened, and against the
+    store's reduction (:func:`task_view`) before any sample is drawn.
     """
     out_tsv = Path(out_tsv)
     name = name or out_tsv.stem
@@ -272,7 +327,7 @@ def run_task(
     settings = schema.merge(dict(settings), "probing.settings")
     utterances, segments = read_tables(utterances_tsv, segments_tsv)
     check_task_sources(task, name, utterances, segments)  # before the store is opened
-    data, attrs = load_task(store_path, utterances, segments, task)
+    data, attrs = load_task(store_path, utterances, segments, task, name)
     table, info = probe_arrays(data, task, settings, threads=threads)
     table.insert(0, "level", task.level)
     table.insert(0, "task", name)
@@ -286,6 +341,8 @@ def run_task(
         "samples": int(len(data.y)),
         "samples_per_class": {str(k): int(v) for k, v in per_class.items()},
         "max_per_class": task.max_per_class if task.level == "frame" else None,
+        "linear_backend": settings["linear_backend"] if "linear" in task.probes else None,
+        "layers": data.layer_numbers(),
         **data.info,
         **info,
         "inputs": {"store": str(store_path), "utterances": str(utterances_tsv)},

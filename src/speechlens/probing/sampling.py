@@ -15,6 +15,12 @@ grid puts a frame centre in them); the folds (:mod:`.folds`); the control labels
 
 A task's ``where`` (``{column: value or [values]}``) keeps only the utterances matching
 every column: the others give no sample and no units for the folds.
+
+Reduced stores: frame tasks read a frame store's (possibly strided) frames as they are, and
+a ``segment:<tier>`` store through :func:`speechlens.store.unit_view`, where each stored
+segment is one "frame" centred at its midpoint: the frame-centre rule then labels it by the
+segment holding its midpoint (itself, for a task on the store's tier), and the cap picks
+at most one stored segment per sampling unit.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ downstream (sampling, folds, probes) reads the typed task, never the mapping.
 
 :func:`check_task_sources` checks a task against a corpus' tables (tiers of
 ``segments.tsv``, columns of ``utterances.tsv``); :func:`check_tasks` checks the config's
-tasks without a corpus. Both name the config key.
+tasks without a corpus. Both name the config key. :func:`check_task_stores` checks every
+task against every model's store settings (``features.pool``: a frame task cannot run on
+utterance means).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from speechlens import schema
+from speechlens import reduce, schema
 from speechlens.labels import SILENCE_POLICIES
 
 LEVELS = ("frame", "utterance")
@@ -152,6 +154,20 @@ def check_tasks(tasks: Mapping[str, Mapping]) -> dict[str, Task]:
     """Resolve every task of the config (``probing.tasks``) without a corpus; errors name
     ``probing.tasks.<name>``. Returns ``{name: Task}``."""
     return {name: resolve_task(task, name) for name, task in tasks.items()}
+
+
+def check_task_stores(tasks: Mapping[str, Mapping], features: Mapping[str, Mapping]) -> None:
+    """Start-up check: every task of ``tasks`` (``probing.tasks``) can run on the store of
+    every model of ``features`` (model name -> its merged ``features`` settings).
+
+    Raises :class:`speechlens.reduce.ReductionError` naming the model and the task
+    (:func:`speechlens.reduce.check_task`; the tier rule is left to the probe job, which
+    knows the corpus' tiers) or :class:`ProbingError` for a bad task.
+    """
+    resolved = check_tasks(tasks)
+    for model, settings in features.items():
+        for name, task in resolved.items():
+            reduce.check_task(model, settings, name, task.as_dict())
 
 
 def check_task_sources(
