@@ -68,15 +68,12 @@ def _check_reduced_stores(config: Mapping) -> None:
         name: {**config["features"], **(spec.get("features") or {})}
         for name, spec in config["models"].items()
     }
-    try:
-        check_task_stores(config["probing"]["tasks"], features)
-    except ValueError as err:
-        raise ConfigError(f"config key probing.tasks / models.*.features.pool: {err}") from err
     cka = config["cka"]
     try:
+        check_task_stores(config["probing"]["tasks"], features)
         check_pairs(cka["pairs"], features, cka["align"], cka["tier"])
     except ValueError as err:
-        raise ConfigError(f"config key {err}") from err
+        raise ConfigError(str(err)) from err
 
 
 def _check_training(config: Mapping) -> None:

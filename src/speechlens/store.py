@@ -257,8 +257,8 @@ def write_block(
     rows = slice(utterance_start, utterance_start + len(hidden))
     dtype = group["pooled"].dtype
     if ("embedding" in group) != (embeddings is not None):
-        has = "has" if "embedding" in group else "has no"
-        raise StoreError(f"write_block: the store {has} embeddings; pass them exactly then")
+        fix = "has embeddings: pass `embeddings`" if embeddings is None else "has no embeddings"
+        raise StoreError(f"write_block: the store {fix}")
     if embeddings is not None:
         expected = (group["embedding"].shape[0], len(hidden), group["embedding"].shape[2])
         if np.shape(embeddings) != expected:

@@ -1,6 +1,7 @@
 from speechlens.probing import check_tasks
 
-# A bad task (e.g. control.by naming the task's source) stops start-up, naming the key.
+# A bad task (e.g. control.by naming the task's source) stops start-up, naming the key;
+# a task a model's reduced store cannot serve is caught by check_references (Snakefile).
 check_tasks(config["probing"]["tasks"])
 
 
@@ -20,6 +21,11 @@ rule probe:
     conda:
         ENV
     threads: config["probing"]["threads"]
+    resources:
+        gpu=int(
+            config["probing"]["settings"]["linear_backend"] == "torch"
+            and config["probing"]["settings"]["linear_device"] != "cpu"
+        ),
     params:
         task=lambda wildcards: config["probing"]["tasks"][wildcards.task],
         settings=config["probing"]["settings"],

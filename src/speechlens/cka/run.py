@@ -118,13 +118,13 @@ def check_alignment(
             continue
         if align != "segment":
             raise CkaError(
-                f"config key cka.align {align!r}: model {model!r} stores segment:{pooled} "
+                f"cka.align {align!r}: model {model!r} stores segment:{pooled} "
                 f"means, which pair with another model only by segment: set cka.align "
                 f"segment and cka.tier {pooled}"
             )
         if tier != pooled:
             raise CkaError(
-                f"config key cka.tier {tier!r}: model {model!r} stores segment:{pooled} "
+                f"cka.tier {tier!r}: model {model!r} stores segment:{pooled} "
                 f"means; segment alignment needs cka.tier {pooled}"
             )
 
@@ -143,7 +143,7 @@ def check_pairs(
         try:
             check_alignment(kinds, align, tier)
         except CkaError as err:
-            raise CkaError(f"cka.pairs[{i}] {list(pair)}: {err}") from err
+            raise CkaError(f"config key cka.pairs[{i}] {list(pair)}: {err}") from err
 
 
 def _model_name(ds: xr.Dataset, path: str | Path) -> str:

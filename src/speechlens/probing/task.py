@@ -160,14 +160,19 @@ def check_task_stores(tasks: Mapping[str, Mapping], features: Mapping[str, Mappi
     """Start-up check: every task of ``tasks`` (``probing.tasks``) can run on the store of
     every model of ``features`` (model name -> its merged ``features`` settings).
 
-    Raises :class:`speechlens.reduce.ReductionError` naming the model and the task
-    (:func:`speechlens.reduce.check_task`; the tier rule is left to the probe job, which
-    knows the corpus' tiers) or :class:`ProbingError` for a bad task.
+    Raises :class:`speechlens.reduce.ReductionError` naming the config keys of the model's
+    pool and the task (:func:`speechlens.reduce.check_task`; the tier rule is left to the
+    probe job, which knows the corpus' tiers) or :class:`ProbingError` for a bad task.
     """
     resolved = check_tasks(tasks)
     for model, settings in features.items():
         for name, task in resolved.items():
-            reduce.check_task(model, settings, name, task.as_dict())
+            try:
+                reduce.check_task(model, settings, name, task.as_dict())
+            except reduce.ReductionError as err:
+                raise reduce.ReductionError(
+                    f"config keys models.{model}.features.pool and probing.tasks.{name}: {err}"
+                ) from err
 
 
 def check_task_sources(
