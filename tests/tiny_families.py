@@ -61,6 +61,26 @@ MMS = {
     "conv_bias": True,
     "feat_proj_dropout": 0.0,
 }
+# Qwen2-Audio: its real 128 mel bins and 1500 positions (the encoder takes 30 s), tiny widths;
+# a tiny Qwen2 language model beside it (never built by the adapter).
+QWEN2_AUDIO_ENCODER = {
+    "num_mel_bins": 128,
+    "encoder_layers": 2,
+    "encoder_attention_heads": 2,
+    "encoder_ffn_dim": 64,
+    "d_model": 32,
+    "max_source_positions": 1500,
+}
+QWEN2_TEXT = {
+    "model_type": "qwen2",
+    "vocab_size": 64,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "max_position_embeddings": 64,
+}
 
 # name -> (family, model class, config class, config kwargs, extractor class, extractor kwargs)
 TINY_FAMILIES = {
@@ -128,6 +148,14 @@ TINY_FAMILIES = {
         {**MMS, "adapter_attn_dim": 8},
         "Wav2Vec2FeatureExtractor",
         {"do_normalize": True, "return_attention_mask": True},
+    ),
+    "qwen2_audio": (  # a full Qwen2AudioForConditionalGeneration, as published
+        "qwen2-audio",
+        "Qwen2AudioForConditionalGeneration",
+        "Qwen2AudioConfig",
+        {"audio_config": QWEN2_AUDIO_ENCODER, "text_config": QWEN2_TEXT, "audio_token_index": 5},
+        "WhisperFeatureExtractor",
+        {"feature_size": 128},
     ),
 }
 

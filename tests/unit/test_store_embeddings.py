@@ -19,7 +19,6 @@ import torch
 from speechlens import audio, store
 from speechlens.extract import extract_corpus, gather
 from speechlens.models.ge2e import GE2EAdapter
-from tests.unit.test_ge2e import speech_like
 from tests.unit.test_store_reduce import DURATIONS, RATE, SETTINGS, FakeAdapter, write_corpus
 
 NAMES, SIZE = ("alpha", "beta"), 5
@@ -182,16 +181,17 @@ def test_write_block_needs_embeddings_exactly_when_the_store_has_them(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_ge2e(tmp_path_factory):
-    """A GE2E checkpoint folder with random weights: LSTM 40 -> 16 x 2 layers, linear 16 -> 12
-    (positive biases, so that no partial's ReLU output is all zero)."""
+    """A GE2E checkpoint folder with random weights: LSTM 40 -> 16 x 2 layers (input weights
+    scaled up: the mel values are ~0.01), linear 16 -> 12 (positive biases, so that no
+    partial's ReLU output is all zero)."""
     from safetensors.torch import save_file
 
     folder = tmp_path_factory.mktemp("models") / "ge2e"
     folder.mkdir()
     gen = torch.Generator().manual_seed(0)
     lstm = torch.nn.LSTM(40, 16, 2, batch_first=True)
-    linear = torch.nn.Linear(16, 12)
     state = {f"lstm.{k}": v for k, v in lstm.state_dict().items()}
+    state["lstm.weight_ih_l0"] = torch.randn(64, 40, generator=gen) * 20
     state |= {"linear.weight": torch.randn(12, 16, generator=gen) / 4}
     state |= {"linear.bias": torch.rand(12, generator=gen) + 0.1}
     save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors")
@@ -202,12 +202,20 @@ def tiny_ge2e(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def speech_corpus(tmp_path_factory):
-    """5 speech-like utterances of 0.4-2.7 s (more than one partial for the longer ones)."""
+    """5 voice-like utterances of 0.5-3.1 s, each with its own pitch and spectral tilt. Mostly
+    longer than one 1.6 s partial: a short utterance's partial ends in zero padding, which
+    drives a random LSTM to the same state whatever came before."""
     root = tmp_path_factory.mktemp("speech")
     (root / "audio").mkdir()
     rows = []
-    for u, seconds in enumerate([1.3, 0.4, 2.7, 0.9, 1.8]):
-        audio.write_wav(root / "audio" / f"s{u}.wav", speech_like(seconds, seed=u), RATE)
+    rng = np.random.default_rng(0)
+    for u, seconds in enumerate([2.3, 0.5, 3.1, 2.0, 2.7]):
+        t = np.arange(int(seconds * RATE)) / RATE
+        phase = 2 * np.pi * np.cumsum(90 + 45 * u + 20 * np.sin(2 * np.pi * 0.8 * t)) / RATE
+        wave = sum(np.sin(k * phase) / k ** (0.5 + u / 3) for k in range(1, 15))
+        wave = 0.05 * wave * (0.5 + 0.5 * np.sin(2 * np.pi * (2 + u) * t) ** 2)
+        wave = (wave + 0.002 * rng.standard_normal(t.size)).astype(np.float32)
+        audio.write_wav(root / "audio" / f"s{u}.wav", wave, RATE)
         rows.append({"utterance_id": f"s{u}", "audio": f"audio/s{u}.wav"})
     pd.DataFrame(rows).to_csv(root / "utterances.tsv", sep="\t", index=False)
     return root
@@ -218,7 +226,7 @@ def test_ge2e_store_holds_its_d_vectors(speech_corpus, tiny_ge2e, tmp_path, monk
     adapter = GE2EAdapter(str(tiny_ge2e), device="cpu", threads=1)
     adapter.load()
     monkeypatch.setattr(GE2EAdapter, "forward", lambda *a, **k: pytest.fail("two passes"))
-    settings = {**SETTINGS, "dtype": "float16", "block_frames": 400, "batch_seconds": 4.0}
+    settings = {**SETTINGS, "dtype": "float16", "block_frames": 600, "batch_seconds": 8.0}
     extract_corpus(
         adapter,
         speech_corpus / "utterances.tsv",
@@ -237,4 +245,10 @@ def test_ge2e_store_holds_its_d_vectors(speech_corpus, tiny_ge2e, tmp_path, monk
         assert np.linalg.norm(alone) == pytest.approx(1.0, abs=1e-5)
         # float16 keeps 11 significant bits: relative error <= 2**-11
         np.testing.assert_allclose(got[:, u].values, alone, rtol=2**-11, atol=1e-5)
-        assert not np.allclose(got[:, u].values, got[:, (u + 1) % 5].values, atol=1e-2)
+        others = np.delete(got.values[0], u, axis=0)
+        assert np.abs(others - got.values[0, u]).max(axis=1).min() > 1e-2  # rows distinguishable
+        if pool == "frame":
+            (hidden,), _ = adapter.forward_with_embeddings([wave])
+            start, count = int(ds["frame_start"][u]), int(ds["frame_count"][u])
+            stored = ds["hidden"][:, start : start + count].values
+            np.testing.assert_allclose(stored, hidden, rtol=2**-11, atol=1e-5)

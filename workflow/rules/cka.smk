@@ -1,5 +1,6 @@
 rule cka_within:
-    """Layer x layer CKA of one model over a seeded sample of frames."""
+    """Layer x layer CKA of one model over a seeded sample of its stored units (frames, or a
+    reduced store's segments or utterance means)."""
     input:
         store="results/{corpus}/{model}/features.zarr",
     output:

@@ -3,7 +3,7 @@
 # do (speechlens.models.has_capability), never named.
 from snakemake.sourcecache import LocalSourceFile
 
-from speechlens.checks import check_references
+from speechlens.checks import analysed_corpora, check_references, trained_languages
 from speechlens.config import check_config
 from speechlens.models import has_capability
 
@@ -56,22 +56,22 @@ def all_outputs():
                 "resources/corpora/{corpus}/utterances.tsv",
                 "results/figures/{corpus}/corpus_summary.png",
             ],
-            corpus=sorted(config["corpora"]),
+            corpus=analysed_corpora(config),
         )
         + expand(
             "results/{corpus}/{model}/probes/{task}.tsv",
-            corpus=sorted(config["corpora"]),
+            corpus=analysed_corpora(config),
             model=sorted(config["models"]),
             task=sorted(config["probing"]["tasks"]),
         )
         + expand(
             "results/{corpus}/{model}/cka.zarr",
-            corpus=sorted(config["corpora"]) if config["cka"]["within"] else [],
+            corpus=analysed_corpora(config) if config["cka"]["within"] else [],
             model=sorted(config["models"]),
         )
         + [
             f"results/{corpus}/cka/{a}--{b}.zarr"
-            for corpus in sorted(config["corpora"])
+            for corpus in analysed_corpora(config)
             for a, b in config["cka"]["pairs"]
         ]
         + figure_targets()  # rules/figures.smk
@@ -116,9 +116,16 @@ def checkpoint_name(source):
 
 
 def model_checkpoint(wildcards):
-    """The converted checkpoint a model needs as input (empty when it loads on its own)."""
-    name = checkpoint_name(model_spec(wildcards).get("source"))
-    return {"checkpoint": f"resources/models/{name}"} if name else {}
+    """The converted checkpoint a model needs as input (empty when it loads on its own);
+    for a model trained by the workflow also rule training_separation's check that this
+    corpus is none of its training audio (ancient: rerunning the check reruns nothing)."""
+    source = model_spec(wildcards).get("source")
+    name = checkpoint_name(source)
+    inputs = {"checkpoint": f"resources/models/{name}"} if name else {}
+    if source and source.startswith("train:"):
+        separation = f"resources/training/separation/{wildcards.corpus}.tsv"
+        inputs["separation"] = ancient(separation)
+    return inputs
 
 
 def feature_shards(wildcards):
@@ -181,7 +188,7 @@ def attention_targets():
         names.append("ablation.tsv")
     return expand(
         "results/{corpus}/{model}/attention/{name}",
-        corpus=sorted(config["corpora"]),
+        corpus=analysed_corpora(config),
         model=attention_models(),
         name=names,
     )

@@ -60,7 +60,7 @@ def cka_pair_paths(wildcards):
 def figure_targets():
     """Every figure and report page of the configured experiment (PNG paths)."""
     out = []
-    for corpus in sorted(config["corpora"]):
+    for corpus in analysed_corpora(config):
         fig = f"results/figures/{corpus}"
         out += [f"{fig}/probes_{p}.png" for p in probe_figures() if config["models"]]
         if weighted_sum_tasks() and layered_models():

@@ -40,4 +40,4 @@ def findings_inputs(wildcards):
 
 def findings_targets():
     """The findings page of every corpus."""
-    return expand("results/{corpus}/findings.tsv", corpus=sorted(config["corpora"]))
+    return expand("results/{corpus}/findings.tsv", corpus=analysed_corpora(config))

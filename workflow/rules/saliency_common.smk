@@ -22,7 +22,7 @@ def saliency_targets():
         return []
     return expand(
         "results/{corpus}/{model}/attention/cross_attention_saliency{suffix}.tsv",
-        corpus=sorted(config["corpora"]),
+        corpus=analysed_corpora(config),
         model=saliency_models(),
         suffix=["", "_summary"],
     )

@@ -1,8 +1,11 @@
 # Models trained by the workflow: TERA per language (speechlens.tera). No computation here.
 
 
-# The corpus whose utterances train the models (`training.corpus`, default: the first).
-TRAINING_CORPUS = config["training"]["corpus"] or sorted(config["corpora"])[0]
+# The corpus whose utterances train the models (`training.corpus`: built for training only,
+# never analysed; start-up checks that it is set when a model is trained).
+TRAINING_CORPUS = config["training"]["corpus"]
+# The languages of the `train:<language>` sources (sorted).
+TRAINED_LANGUAGES = sorted(set(trained_languages(config).values()))
 
 
 wildcard_constraints:
@@ -38,3 +41,24 @@ rule train_tera:
         code=code_version("train_tera.py"),
     script:
         "../scripts/train_tera.py"
+
+
+rule training_separation:
+    """Check that an analysed corpus shares no speaker, voice variant or sentence with the
+    training utterances (the trained languages of the training corpus); fails naming both
+    corpora and what they share. Every job running a trained model on the corpus needs it."""
+    input:
+        training=f"resources/corpora/{TRAINING_CORPUS}/utterances.tsv",
+        probed="resources/corpora/{corpus}/utterances.tsv",
+    output:
+        "resources/training/separation/{corpus}.tsv",
+    log:
+        "logs/training/separation/{corpus}.log",
+    conda:
+        ENV
+    params:
+        training_corpus=TRAINING_CORPUS,
+        languages=TRAINED_LANGUAGES,
+        code=code_version("training_separation.py"),
+    script:
+        "../scripts/training_separation.py"

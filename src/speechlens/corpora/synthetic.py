@@ -8,6 +8,21 @@ drawn without replacement from the language's sentence list; voices and sentence
 from NumPy generators seeded by ``(seed, speaker)``, so a speaker's voice and sentences do
 not depend on the other speakers or languages.
 
+``split`` partitions the voice variants and each language's sentence list into two
+disjoint parts, so that a ``train`` corpus (e.g. the training audio of the TERA models)
+and a ``probe`` corpus never share a voice variant or a sentence, whatever their seeds and
+sizes (:func:`split_variants`, :func:`split_sentences`):
+
+- ``probe``: the first :data:`PROBE_VARIANTS_PER_GENDER` variants of each gender in
+  numeric order (``f1``-``f4``, ``m1``-``m4``: a distinct variant for each of up to 8
+  speakers per language) and the sentences at even positions of the list (0, 2, 4, ...);
+- ``train``: the other variants (``f5``, ``m5``-``m8`` with espeak-ng 1.51's data) and the
+  sentences at odd positions; its speakers are named ``<language>_train_f01``, ... so that
+  no speaker id is shared with a ``probe`` or ``all`` corpus either;
+- ``all`` (the default): every variant and every sentence.
+
+``sentence_index`` is always the position in the whole list.
+
 Alignments are espeak-ng's own events (see :mod:`speechlens.corpora.espeak`), in samples of
 its 22050 Hz output, converted to seconds of the written audio:
 
@@ -67,13 +82,19 @@ INTONATION_RANGE = (30, 80)
 RATE_RANGE = (150, 195)
 """Speaking rate in words per minute drawn per speaker."""
 GENDER_CODES = {"female": "f", "male": "m"}
+SPLITS = ("all", "probe", "train")
+"""Values of the spec key ``split`` (module docstring)."""
+PROBE_VARIANTS_PER_GENDER = 4
+"""Voice variants of each gender in the ``probe`` part (the first ones); ``train`` has the rest."""
+SPEAKER_TAGS = {"all": "", "probe": "", "train": "train_"}
+"""Inserted into the speaker ids of each part (``en-us_train_f01``)."""
 _APOSTROPHES = {"\u2019": "'", "\u02bc": "'", "\u2010": "-", "\u2011": "-"}
 
 
 @dataclass(frozen=True)
 class Options:
-    """A validated spec: languages (espeak-ng voices), counts, seed, output rate (Hz) and
-    sentence files by language."""
+    """A validated spec: languages (espeak-ng voices), counts, seed, output rate (Hz),
+    sentence files by language and the part of the voices and sentences used (``split``)."""
 
     languages: tuple[str, ...]
     speakers_per_language: int
@@ -81,6 +102,7 @@ class Options:
     seed: int
     sample_rate: int
     sentences: dict[str, Path]
+    split: str = "all"
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,10 @@ def parse_spec(spec: Mapping) -> Options:
     sentences = spec.get("sentences") or {}
     if not isinstance(sentences, Mapping):
         raise CorpusError(f"corpus config key `sentences`: expected a mapping, got {sentences!r}")
+    if spec["split"] not in SPLITS:
+        raise CorpusError(
+            f"corpus config key `split`: {spec['split']!r} is not one of {list(SPLITS)}"
+        )
     return Options(
         languages=tuple(languages),
         speakers_per_language=_int_at_least(spec, "speakers_per_language"),
@@ -150,6 +176,7 @@ def parse_spec(spec: Mapping) -> Options:
         seed=_int_at_least(spec, "seed", minimum=0),
         sample_rate=_int_at_least(spec, "sample_rate", minimum=8000),
         sentences={str(k): Path(v) for k, v in sentences.items()},
+        split=spec["split"],
     )
 
 
@@ -207,20 +234,48 @@ def _rng(seed: int, name: str, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8")), stream])
 
 
+def split_variants(variants: Mapping[str, str], split: str) -> dict[str, str]:
+    """The voice variants (``{variant: gender}``, in numeric order) of part ``split``:
+    ``probe`` the first :data:`PROBE_VARIANTS_PER_GENDER` of each gender, ``train`` the
+    others, ``all`` every one."""
+    if split == "all":
+        return dict(variants)
+    seen: dict[str, int] = {}  # variants of each gender met so far
+    kept = {}
+    for variant, gender in variants.items():
+        in_probe = seen.get(gender, 0) < PROBE_VARIANTS_PER_GENDER
+        seen[gender] = seen.get(gender, 0) + 1
+        if in_probe == (split == "probe"):
+            kept[variant] = gender
+    return kept
+
+
+def split_sentences(pool: Sequence[str], split: str) -> list[tuple[int, str]]:
+    """``(position in pool, sentence)`` of part ``split``: ``probe`` the even positions,
+    ``train`` the odd ones, ``all`` every one."""
+    first = {"all": 0, "probe": 0, "train": 1}[split]
+    step = 1 if split == "all" else 2
+    return [(i, pool[i]) for i in range(first, len(pool), step)]
+
+
 def make_speakers(
-    language: str, count: int, seed: int, variants: Mapping[str, str]
+    language: str, count: int, seed: int, variants: Mapping[str, str], split: str = "all"
 ) -> list[Speaker]:
-    """``count`` speakers, alternating female/male, cycling through ``variants``
-    (``{variant: gender}``); prosody drawn from ``PITCH_RANGE`` etc. by ``(seed, id)``."""
+    """``count`` speakers, alternating female/male, cycling through the ``variants``
+    (``{variant: gender}``) of part ``split``; prosody drawn from ``PITCH_RANGE`` etc. by
+    ``(seed, id)``."""
+    variants = split_variants(variants, split)
     by_gender = {g: [v for v, vg in variants.items() if vg == g] for g in GENDER_CODES}
     missing = [g for g, vs in by_gender.items() if not vs]
     if missing:
-        raise CorpusError(f"espeak-ng data has no {missing} voice variants in voices/!v")
+        part = "" if split == "all" else f" in split {split!r}"
+        raise CorpusError(f"espeak-ng data has no {missing} voice variants in voices/!v{part}")
     speakers = []
     for i in range(count):
         gender = "female" if i % 2 == 0 else "male"
         number = i // 2
-        speaker_id = f"{language}_{GENDER_CODES[gender]}{number + 1:02d}"
+        tag = SPEAKER_TAGS[split]
+        speaker_id = f"{language}_{tag}{GENDER_CODES[gender]}{number + 1:02d}"
         rng = _rng(seed, speaker_id, 0)
         pitch, pitch_range, rate = (
             int(rng.integers(lo, hi + 1)) for lo, hi in (PITCH_RANGE, INTONATION_RANGE, RATE_RANGE)
@@ -236,22 +291,44 @@ def plan(
     """Every utterance of the corpus, in output order (language, speaker, reading order)."""
     jobs = []
     for language in options.languages:
-        pool = sentences[language]
+        pool = split_sentences(sentences[language], options.split)
         wanted = options.sentences_per_speaker
         if wanted > len(pool):
+            part = "" if options.split == "all" else f" in split {options.split!r}"
             raise CorpusError(
                 f"corpus config key `sentences_per_speaker`: {wanted} is more than the "
-                f"{len(pool)} distinct sentences of language {language!r}"
+                f"{len(pool)} distinct sentences of language {language!r}{part}"
             )
         for speaker in make_speakers(
-            language, options.speakers_per_language, options.seed, variants
+            language, options.speakers_per_language, options.seed, variants, options.split
         ):
             order = _rng(options.seed, speaker.speaker_id, 1).permutation(len(pool))[:wanted]
-            for k, index in enumerate(order):
+            for k, position in enumerate(order):
+                index, text = pool[int(position)]
                 utterance_id = f"{speaker.speaker_id}_{k + 1:03d}"
                 seed = zlib.crc32(f"{options.seed}/{utterance_id}".encode())
-                jobs.append(Job(utterance_id, speaker, pool[int(index)], int(index), seed))
+                jobs.append(Job(utterance_id, speaker, text, index, seed))
     return jobs
+
+
+def planned_utterances(spec: Mapping) -> pd.DataFrame:
+    """The ``utterances.tsv`` identity columns (``utterance_id``, ``speaker``,
+    ``language``, ``gender``, ``text``, ``voice``, ``variant``, ``sentence_index``) that
+    :func:`build` would write for ``spec``, from its plan alone: nothing is synthesised, so
+    a start-up check can compare corpora before they exist. Raises :class:`CorpusError`."""
+    options = parse_spec(spec)
+    sentences = {lang: load_sentences(lang, options.sentences) for lang in options.languages}
+    jobs = plan(options, sentences, espeak.list_variants())
+    return pd.DataFrame(
+        [
+            {
+                key: row[key]
+                for key in ("utterance_id", "speaker", "language", "gender", "text")
+                + ("voice", "variant", "sentence_index")
+            }
+            for row in (_utterance_row(job, 0.0, options.sample_rate) for job in jobs)
+        ]
+    )
 
 
 # -- alignment ------------------------------------------------------------------------
@@ -515,7 +592,8 @@ def build(spec: Mapping, out_dir: Path, *, threads: int = 1) -> None:
 
     Spec keys (defaults in the schema's ``$defs.synthetic``): ``languages``,
     ``speakers_per_language``, ``sentences_per_speaker``, ``seed``, ``sample_rate`` (Hz),
-    ``sentences`` (language → sentence file). ``threads`` worker processes synthesise in parallel.
+    ``sentences`` (language → sentence file), ``split`` (``all``, ``probe`` or ``train``:
+    module docstring). ``threads`` worker processes synthesise in parallel.
     """
     options = parse_spec(spec)
     check_voices(options.languages, espeak.engine())

@@ -3,6 +3,7 @@
 from speechlens.models.base import CAPABILITIES, Adapter
 from speechlens.models.ecapa import EcapaAdapter
 from speechlens.models.ge2e import GE2EAdapter
+from speechlens.models.qwen2_audio import Qwen2AudioAdapter
 from speechlens.models.spectral import LogMelAdapter, MfccAdapter
 from speechlens.models.tera import TeraAdapter
 from speechlens.models.w2vbert import SeamlessM4TAdapter, W2vBertAdapter
@@ -29,6 +30,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "w2v-bert": W2vBertAdapter,
     "seamless-m4t": SeamlessM4TAdapter,
     "ecapa": EcapaAdapter,
+    "qwen2-audio": Qwen2AudioAdapter,
 }
 """Model family name (the config's ``adapter:``) -> adapter class; the only registry."""
 
@@ -72,6 +74,8 @@ def make_adapter(
     options = {"threads": threads}
     if "padding" in ADAPTERS[family].option_names:
         options["padding"] = spec.get("padding", "pad30")
+    if "grid" in ADAPTERS[family].option_names and spec.get("grid") is not None:
+        options["grid"] = spec["grid"]  # absent: the adapter reads the schema default
     return ADAPTERS[family](
         source,
         revision=spec.get("revision"),

@@ -1,7 +1,8 @@
 """CKA heatmaps: each model's layer x layer matrix, and layer x layer matrices across models.
 
 Inputs are the DataArrays of :func:`speechlens.cka.load_cka` (dims ``layer_a, layer_b``,
-layer indices as coords, ``estimator`` and ``model_a``/``model_b`` in the attrs). Every panel
+the models' layer numbers as coords, which label the cells: a subset of layers shows its
+numbers, ``estimator`` and ``model_a``/``model_b`` in the attrs). Every panel
 of a figure shares one colour scale, 0 to 1 (``viridis``; values outside are drawn at the
 end colours, missing values grey), with one colourbar; small matrices are annotated with
 their values.
@@ -92,7 +93,7 @@ def _colourbar(fig, axes, label: str) -> None:
 
 @styled
 def plot_cka_within(matrices: Mapping[str, xr.DataArray], *, max_cols: int = 3) -> Figure:
-    """One panel per model: its layer x layer CKA matrix (both axes: layer index).
+    """One panel per model: its layer x layer CKA matrix (both axes: layer number).
 
     ``matrices`` maps model name -> matrix, drawn in that order. One-layer models (their
     matrix is the single value 1) are left out; raises ``ValueError`` if none is left.

@@ -2,7 +2,8 @@
 
 Both take the tidy probe tables of :mod:`speechlens.probing` (concatenated over models and
 tasks, see :func:`read_probe_tables`; columns :data:`speechlens.probing.TABLE`) with
-``layer`` an int or ``all`` and ``fold`` an int, ``mean`` or ``std``. Curves plot the
+``layer`` an int (the model's layer number: a store that keeps a subset of layers has
+points only at those numbers) or ``all`` and ``fold`` an int, ``mean`` or ``std``. Curves plot the
 table's ``mean`` rows; the band is ``mean ± std`` (the table's ``std`` rows, ddof 1) or the
 ``range`` of the per-fold values. Layers where a fold's fit stopped at its iteration limit
 (metric ``not_converged``) are ringed.
@@ -157,8 +158,9 @@ def _panels(nrows_cols: tuple[int, int], n: int, width: float, row_height: float
 
 
 def _draw_curve(ax, curve: pd.DataFrame, style: dict, label: str, band: bool = True) -> None:
-    """A model's curve on ``ax``: line + band, or for a one-layer model (spectral
-    baselines) a point with its spread as error bar and a thin horizontal line across."""
+    """A model's curve on ``ax`` at its layer numbers (``curve.index``): line + band, or
+    for a one-layer model (spectral baselines, a one-layer subset) a point with its spread
+    as error bar and a thin horizontal line across."""
     layers = curve.index.to_numpy()
     mean = curve["mean"].to_numpy(float)
     if len(curve) == 1:

@@ -259,7 +259,7 @@ def spes_saliency(
     device = mel.device
     acc = Accumulator.zeros(k_tokens, n_mel * n_bins, device=device)
     labels_of = [torch.as_tensor(lab.reshape(-1), device=device) for lab in levels]
-    wanted = sorted({int(b) // len(levels) for b in snapshots})
+    wanted = {int(b): max(1, int(b) // len(levels)) for b in snapshots}  # budget -> per level
     taken = {}
     with torch.no_grad():
         clean = model.log_distribution(model.encode(mel), input_ids, positions)[0]
@@ -274,9 +274,9 @@ def spes_saliency(
                 logq = model.log_distribution(model.encode(x), input_ids, positions)
                 acc.add(kl_scores(clean, logq), kept)
             done = min(start + settings.batch_size, settings.masks_per_level)
-            for per_level in wanted:
-                if per_level not in taken and done >= per_level:
-                    taken[per_level] = _maps(acc, k_tokens, n_mel, n_bins, n_total)
+            for budget, per_level in wanted.items():
+                if budget not in taken and done >= per_level:
+                    taken[budget] = _maps(acc, k_tokens, n_mel, n_bins, n_total)
     raw, cell_map, pooled = _maps(acc, k_tokens, n_mel, n_bins, n_total)
     return SpesResult(
         saliency=pooled,
@@ -284,7 +284,7 @@ def spes_saliency(
         raw_map=raw,
         segments=tuple(int(lab.max()) + 1 for lab in levels),
         passes=settings.masks_per_level * len(levels) + 1,
-        snapshots={n * len(levels): maps for n, maps in taken.items()},
+        snapshots=taken,
     )
 
 
