@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -196,6 +197,65 @@ def test_speakers_are_gender_balanced_and_distinct():
     assert speakers[0].speaker_id == "de_f01" and speakers[1].speaker_id == "de_m01"
     assert synthetic.make_speakers("de", 8, 0, variants) == speakers
     assert synthetic.make_speakers("de", 8, 1, variants) != speakers
+
+
+def test_split_partitions_variants_and_sentences():
+    variants = espeak.list_variants()
+    probe = synthetic.split_variants(variants, "probe")
+    train = synthetic.split_variants(variants, "train")
+    assert synthetic.split_variants(variants, "all") == variants
+    assert not set(probe) & set(train) and {**probe, **train} == variants
+    for gender in ("female", "male"):
+        ordered = [v for v, g in variants.items() if g == gender]
+        assert [v for v, g in probe.items() if g == gender] == ordered[:4]
+        assert [v for v, g in train.items() if g == gender] == ordered[4:]
+    pool = [f"s{i}" for i in range(7)]
+    assert synthetic.split_sentences(pool, "all") == list(enumerate(pool))
+    assert synthetic.split_sentences(pool, "probe") == [(0, "s0"), (2, "s2"), (4, "s4"), (6, "s6")]
+    assert synthetic.split_sentences(pool, "train") == [(1, "s1"), (3, "s3"), (5, "s5")]
+    with pytest.raises(CorpusError, match=r"`split`: 'test' is not one of"):
+        synthetic.parse_spec({**TINY, "split": "test"})
+
+
+def test_split_all_is_the_unsplit_corpus():
+    """`split: all` (the default) plans exactly what a spec without the key plans."""
+    assert synthetic.parse_spec(TINY).split == "all"
+    same = synthetic.planned_utterances({**TINY, "split": "all"})
+    pd.testing.assert_frame_equal(synthetic.planned_utterances(TINY), same)
+    assert sorted(set(same.speaker)) == ["en-us_f01", "en-us_m01", "tr_f01", "tr_m01"]
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory) -> dict[str, Path]:
+    """The probe and train parts of one language, 8 speakers x 1 sentence each, built."""
+    root = tmp_path_factory.mktemp("parts")
+    spec = {**TINY, "languages": ["en-us"], "speakers_per_language": 8, "sentences_per_speaker": 1}
+    for split in ("probe", "train"):
+        synthetic.build({**spec, "split": split}, root / split, threads=2)
+    return {split: root / split for split in ("probe", "train")}
+
+
+def test_split_parts_share_no_voice_speaker_or_sentence(parts):
+    probe, train = (read_corpus(parts[s])[0] for s in ("probe", "train"))
+    assert len(probe) == len(train) == 8
+    assert sorted(set(probe.variant)) == ["f1", "f2", "f3", "f4", "m1", "m2", "m3", "m4"]
+    assert sorted(set(train.variant)) == ["f5", "m5", "m6", "m7", "m8"]
+    assert set(train.speaker) == {f"en-us_train_{g}{n:02d}" for g in "fm" for n in range(1, 5)}
+    assert not set(probe.speaker) & set(train.speaker)
+    assert not set(probe.text) & set(train.text)
+    assert (probe.sentence_index % 2 == 0).all() and (train.sentence_index % 2 == 1).all()
+    pool = synthetic.load_sentences("en-us", {})
+    for table in (probe, train):
+        assert [pool[i] for i in table.sentence_index] == table.text.tolist()
+
+
+def test_planned_utterances_are_the_built_ones(parts):
+    """The start-up check's plan (nothing synthesised) is what the build writes."""
+    spec = {**TINY, "languages": ["en-us"], "speakers_per_language": 8, "sentences_per_speaker": 1}
+    for split, folder in parts.items():
+        planned = synthetic.planned_utterances({**spec, "split": split})
+        built = read_corpus(folder)[0][list(planned.columns)]
+        pd.testing.assert_frame_equal(planned.astype(str), built.astype(str))
 
 
 def test_plan_is_seeded_per_speaker():

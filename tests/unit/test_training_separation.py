@@ -17,6 +17,7 @@ from snakemake.utils import validate
 from speechlens.checks import analysed_corpora, check_references, trained_languages
 from speechlens.config import ConfigError
 from speechlens.corpora import synthetic
+from speechlens.tables import read_table
 from speechlens.tera.data import (
     SEPARATION,
     SeparationError,
@@ -24,7 +25,6 @@ from speechlens.tera.data import (
     normalise_text,
     shared_identities,
 )
-from speechlens.tables import read_table
 from tests.conftest import REPO
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -95,21 +95,22 @@ def test_overlapping_synthetic_corpora_fail_naming_both_corpora_and_keys(mutate,
     assert re.search(shared, message), message
 
 
-def test_only_the_trained_languages_count():
-    """synth_train's German has the probe part's voices and sentences, but no model is
-    trained on German: nothing a model heard is probed."""
+def test_only_the_trained_languages_count_and_voices_meet_across_languages():
+    """synth_train's German is not trained on: its rows (the same speakers and sentences as
+    a German train-part corpus) are not compared. Its en-us/tr rows are, on the voice
+    variant (the timbre): en-us+f5 is tr+f5's and de+f5's voice."""
 
-    def german_probe_part(config):
+    def german_train_part(config):
         config["corpora"]["synth_train"]["languages"] = ["en-us", "tr", "de"]
-        config["corpora"]["synth"]["languages"] = ["de"]
-        config["corpora"]["synth"]["split"] = "train"  # de: the part synth_train's de uses
-        config["corpora"]["synth_train"]["speakers_per_language"] = 8
+        config["corpora"]["synth"].update(languages=["de"], split="train")
 
-    config = validated(german_probe_part)
-    # synth (train part, German only) and synth_train's en-us/tr: the same voice variants
-    with pytest.raises(ConfigError, match=r"voice variants \['f5', 'm5', 'm6', 'm7', 'm8'\]"):
+    config = validated(german_train_part)
+    with pytest.raises(ConfigError) as err:
         check_references(config)
-    # compared on the variant (timbre), not the language: en-us+f5 is tr+f5's voice
+    message = str(err.value)
+    assert "share 5 voice variants ['f5', 'm5', 'm6', 'm7', 'm8']; give them" in message
+    found = message.split("they share ")[1].split(";")[0]
+    assert found == "5 voice variants ['f5', 'm5', 'm6', 'm7', 'm8']"  # no speaker, sentence
     config["corpora"]["synth"]["split"] = "probe"
     check_references(config)
 
@@ -136,8 +137,7 @@ def test_identical_settings_of_any_kind_are_the_same_audio():
     [
         (
             lambda c: c["training"].update(corpus=None),
-            "config key training.corpus: models ['tera_en', 'tera_tr'] are trained by the "
-            "workflow",
+            "config key training.corpus: models ['tera_en', 'tera_tr'] are trained by the workflow",
         ),
         (
             lambda c: c["corpora"].pop("synth"),
@@ -252,18 +252,20 @@ def built(tmp_path_factory):
     """Three small synthetic corpora (one language): the train part, the probe part, all."""
     root = tmp_path_factory.mktemp("separation")
     base = {"kind": "synthetic", "languages": ["tr"], "sentences_per_speaker": 2, "seed": 1}
-    for split in synthetic.SPLITS:
-        spec = {**base, "speakers_per_language": 6, "split": split}
+    for split, speakers in (("train", 6), ("probe", 6), ("all", 10)):
+        spec = {**base, "speakers_per_language": speakers, "split": split}
         synthetic.build(spec, root / split, threads=2)
     return root
 
 
 def test_table_check_on_built_synthetic_corpora(built):
-    """The train part passes against the probe part; against `all` (the same variants
-    from the fifth speaker on) it fails naming the shared voices."""
+    """The train part passes against the probe part; against `all` (whose fifth female and
+    male speakers have the train part's variants f5, m5) it fails naming them."""
     train = built / "train" / "utterances.tsv"
-    check_separation(train, built / "probe" / "utterances.tsv", ["tr"], training_corpus="a", probed_corpus="b")
-    with pytest.raises(SeparationError, match=r"voice variants \['f5'"):
+    check_separation(
+        train, built / "probe" / "utterances.tsv", ["tr"], training_corpus="a", probed_corpus="b"
+    )
+    with pytest.raises(SeparationError, match=r"voice variants \['f5', 'm5'\]"):
         check_separation(
             train, built / "all" / "utterances.tsv", ["tr"], training_corpus="a", probed_corpus="c"
         )

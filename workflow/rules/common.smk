@@ -118,7 +118,8 @@ def checkpoint_name(source):
 def model_checkpoint(wildcards):
     """The converted checkpoint a model needs as input (empty when it loads on its own);
     for a model trained by the workflow also rule training_separation's check that this
-    corpus is none of its training audio (ancient: rerunning the check reruns nothing)."""
+    corpus is none of its training audio (ancient: rerunning the check reruns nothing).
+    """
     source = model_spec(wildcards).get("source")
     name = checkpoint_name(source)
     inputs = {"checkpoint": f"resources/models/{name}"} if name else {}

@@ -46,7 +46,8 @@ rule train_tera:
 rule training_separation:
     """Check that an analysed corpus shares no speaker, voice variant or sentence with the
     training utterances (the trained languages of the training corpus); fails naming both
-    corpora and what they share. Every job running a trained model on the corpus needs it."""
+    corpora and what they share. Every job running a trained model on the corpus needs it.
+    """
     input:
         training=f"resources/corpora/{TRAINING_CORPUS}/utterances.tsv",
         probed="resources/corpora/{corpus}/utterances.tsv",

@@ -18,9 +18,9 @@ corpus (:func:`check_separation`) before a trained model runs on that corpus.
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from collections.abc import Mapping, Sequence
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
