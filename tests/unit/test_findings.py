@@ -211,27 +211,27 @@ def saliency_table(global_r, head_r, layers=4, heads=2, utts=12, seed=0):
     """Per-token r: every head ~ head_r, layer means = mean of heads, global = global_r."""
     rng = np.random.default_rng(seed)
     rows = []
+
+    def add(u, t, layer, head, r):
+        rows.append(
+            {
+                "utterance_id": f"u{u:02d}",
+                "token_index": t,
+                "layer": layer,
+                "head": head,
+                "method": "spes",
+                "pearson_r": r,
+            }
+        )
+
     for u in range(utts):
         for t in range(3):
-
-            def add(layer, head, r):
-                rows.append(
-                    {
-                        "utterance_id": f"u{u:02d}",
-                        "token_index": t,
-                        "layer": layer,
-                        "head": head,
-                        "method": "spes",
-                        "pearson_r": r,
-                    }
-                )
-
             for layer in range(layers):
                 rs = [head_r(layer) + 0.01 * rng.standard_normal() for _ in range(heads)]
                 for h, r in enumerate(rs):
-                    add(str(layer), str(h), r)
-                add(str(layer), "mean", float(np.mean(rs)))
-            add("all", "mean", global_r + 0.01 * rng.standard_normal())
+                    add(u, t, str(layer), str(h), r)
+                add(u, t, str(layer), "mean", float(np.mean(rs)))
+            add(u, t, "all", "mean", global_r + 0.01 * rng.standard_normal())
     return pd.DataFrame(rows)
 
 

@@ -231,3 +231,80 @@ def test_read_probe_tables_round_trip_and_errors(table, tmp_path):
     text.to_csv(bad, sep="\t", index=False)
     with pytest.raises(ValueError, match=r"bad\.tsv: line 3: value 'oops'"):
         read_probe_tables([bad])
+
+
+@pytest.fixture(scope="module")
+def embedded(table):
+    """``table`` plus a speaker model ``spk`` (layers 0-2, embeddings ``d_vector`` and
+    ``xvector``) and ``deep``'s own ``d_vector`` (with control, selectivity and a fit at its
+    iteration limit), on task phone."""
+    rows = []
+    deep = "embedding:d_vector"
+    real, control = _folds(1, 0.85, 0.95), _folds(1, 0.1, 0.2)
+    rows += _rows("deep", "phone", "linear", "macro_f1", [deep], real)
+    rows += _rows("deep", "phone", "linear_control", "macro_f1", [deep], control)
+    rows += _rows("deep", "phone", "linear_selectivity", "macro_f1", [deep], real - control)
+    rows += _rows("deep", "phone", "linear", "not_converged", [deep], [[0.0, 1.0, 0.0]])
+    layers = [0, 1, 2, "embedding:d_vector", "embedding:xvector"]
+    rows += _rows("spk", "phone", "linear", "macro_f1", layers, _folds(5))
+    cols = ["model", "task", "layer", "probe", "fold", "metric", "value"]
+    return pd.concat([table, pd.DataFrame(rows, columns=cols)], ignore_index=True)
+
+
+def _star(ax, label):
+    found = [
+        c for c in ax.containers if isinstance(c, ErrorbarContainer) and c.get_label() == label
+    ]
+    assert len(found) == 1, [c.get_label() for c in ax.containers]
+    line = found[0].lines[0]
+    return float(line.get_xdata()[0]), float(line.get_ydata()[0])
+
+
+def test_embeddings_are_stars_right_of_the_layers_not_on_the_curves(embedded, table):
+    models = ["deep", "spec", "spk"]
+    fig = plot_probe_curves(embedded, "linear", "macro_f1", models=models)
+    phone = _axis(fig, "phone")
+    # the curves hold the layers only, unchanged
+    assert _line(phone, "deep").get_xdata().tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(
+        _line(phone, "deep").get_ydata(), _mean(table, "deep", "phone", "linear")
+    )
+    assert _line(phone, "spk").get_xdata().tolist() == [0, 1, 2]
+    # one slot per name right of the deepest layer (3); models sharing a slot are dodged
+    mean = _value(embedded, model="deep", probe="linear", metric="macro_f1", fold="mean")
+    deep_value = float(mean[mean.layer == "embedding:d_vector"]["value"].iloc[0])
+    assert _star(phone, "deep d_vector") == pytest.approx((4 - 0.075, deep_value))
+    assert _star(phone, "spk d_vector")[0] == pytest.approx(4 + 0.075)
+    spk = _value(embedded, model="spk", layer="embedding:xvector", fold="mean")["value"]
+    assert _star(phone, "spk xvector") == pytest.approx((5, float(spk.iloc[0])))
+    labels = [t.get_text() for t in phone.get_xticklabels()]
+    assert phone.get_xticks().tolist() == [0, 1, 2, 3, 4, 5]
+    assert labels == ["0", "1", "2", "3", "d_vector", "xvector"]
+    assert _line(phone, "embeddings").get_xdata()[0] == pytest.approx(3.5)  # the separator
+    # control (x), ring at the embedding whose fit hit its limit, selectivity star
+    control = _value(embedded, model="deep", probe="linear_control", layer="embedding:d_vector")
+    control = float(control[control.fold == "mean"]["value"].iloc[0])
+    assert _line(phone, "deep control d_vector").get_ydata()[0] == pytest.approx(control)
+    assert _line(phone, "deep d_vector not converged").get_xdata()[0] == pytest.approx(3.925)
+    sel = _axis(fig, "phone: selectivity")
+    assert _star(sel, "deep d_vector")[1] == pytest.approx(deep_value - control)
+    assert "model's utterance embedding" in [t.get_text() for t in fig.legends[0].get_texts()]
+    # a panel without embeddings keeps plain layer ticks and no separator
+    lang = _axis(fig, "lang")
+    assert "embeddings" not in [ln.get_label() for ln in lang.get_lines()]
+    assert not [c for c in lang.containers if "vector" in c.get_label()]
+    fig.canvas.draw()  # renders
+
+
+def test_layer_weights_and_table_reading_ignore_embedding_rows(embedded, table, tmp_path):
+    fig = plot_layer_weights(embedded, models=["deep", "spec", "spk"])
+    np.testing.assert_allclose(
+        _line(fig.axes[0], "deep").get_ydata(),
+        _mean(table, "deep", "phone", "weighted_sum", "layer_weight"),
+    )
+    path = tmp_path / "e.tsv"
+    embedded.assign(corpus="toy", level="utterance").to_csv(path, sep="\t", index=False)
+    back = read_probe_tables([path])
+    assert {"embedding:d_vector", "embedding:xvector"} < set(back["layer"])
+    fig = plot_probe_curves(back, "linear", models=["deep", "spec", "spk"])
+    assert _star(_axis(fig, "phone"), "spk xvector")[0] == pytest.approx(5)

@@ -102,7 +102,7 @@ class Options:
     seed: int
     sample_rate: int
     sentences: dict[str, Path]
-    split: str = "all"
+    split: str
 
 
 @dataclass(frozen=True)

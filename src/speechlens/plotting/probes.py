@@ -3,16 +3,19 @@
 Both take the tidy probe tables of :mod:`speechlens.probing` (concatenated over models and
 tasks, see :func:`read_probe_tables`; columns :data:`speechlens.probing.TABLE`) with
 ``layer`` an int (the model's layer number: a store that keeps a subset of layers has
-points only at those numbers) or ``all`` and ``fold`` an int, ``mean`` or ``std``. Curves plot the
-table's ``mean`` rows; the band is ``mean ± std`` (the table's ``std`` rows, ddof 1) or the
-``range`` of the per-fold values. Layers where a fold's fit stopped at its iteration limit
-(metric ``not_converged``) are ringed.
+points only at those numbers), ``all`` or ``embedding:<name>`` (a speaker encoder's own
+utterance embedding, utterance-level tasks) and ``fold`` an int, ``mean`` or ``std``. Curves
+plot the table's ``mean`` rows; the band is ``mean ± std`` (the table's ``std`` rows, ddof 1)
+or the ``range`` of the per-fold values. Layers where a fold's fit stopped at its iteration
+limit (metric ``not_converged``) are ringed. Embeddings are not layers: they are never on a
+curve but drawn as stars (with the same spread as error bar) in a slot per embedding name
+right of the deepest layer of the panel, past a dotted separator, the x tick naming it
+(:func:`embedding_points`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -22,6 +25,15 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from speechlens.plotting.probe_rows import (  # noqa: F401  (read_probe_tables: re-exported)
+    SPREADS,
+    baseline,
+    embedding_points,
+    layer_curve,
+    not_converged,
+    read_probe_tables,
+    weighted_sum_score,
+)
 from speechlens.plotting.style import (
     BASELINE_COLOUR,
     COLUMN_WIDTH,
@@ -30,12 +42,9 @@ from speechlens.plotting.style import (
     model_styles,
     styled,
 )
-from speechlens.probing.run import TABLE
-from speechlens.tables import read_table
 
 #: Colour of the rings marking layers whose fits hit their iteration limit.
 NOT_CONVERGED_COLOUR = "#d62728"
-SPREADS = ("sd", "range")
 #: Axis labels of the table's metrics (all unitless scores).
 METRIC_LABELS = {
     "accuracy": "accuracy",
@@ -47,75 +56,10 @@ METRIC_LABELS = {
 #: Metrics bounded by [0, 1] where the axis is fixed to that range (comparable panels).
 BOUNDED = ("accuracy", "macro_f1")
 SPREAD_LABELS = {"sd": "±1 sd over folds", "range": "min–max over folds"}
-
-
-def read_probe_tables(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Concatenate probe tables (``probes/{task}.tsv``, :data:`speechlens.probing.TABLE`);
-    ``layer`` and ``fold`` stay strings.
-
-    Raises ``ValueError`` naming the file when a column is missing or a value is not a
-    number.
-    """
-    frames = [read_table(TABLE, path) for path in paths]
-    if not frames:
-        raise ValueError("no probe tables given")
-    return pd.concat(frames, ignore_index=True)
-
-
-def layer_curve(
-    table: pd.DataFrame, model: str, task: str, probe: str, metric: str, spread: str = "sd"
-) -> pd.DataFrame:
-    """One model's per-layer curve: DataFrame indexed by int ``layer`` (sorted) with columns
-    ``mean`` (the table's fold mean), ``low`` and ``high`` (the band, see the module doc).
-    Empty when the table has no such rows; ``layer = all`` rows are never included."""
-    if spread not in SPREADS:
-        raise ValueError(f"spread {spread!r}: use one of {SPREADS}")
-    rows = table[
-        (table["model"] == model)
-        & (table["task"] == task)
-        & (table["probe"] == probe)
-        & (table["metric"] == metric)
-        & (table["layer"].astype(str) != "all")
-    ]
-    if rows.empty:
-        return pd.DataFrame(columns=["mean", "low", "high"], index=pd.Index([], name="layer"))
-    rows = rows.assign(layer=rows["layer"].astype(int), fold=rows["fold"].astype(str))
-    mean = rows[rows["fold"] == "mean"].set_index("layer")["value"].sort_index()
-    if spread == "sd":
-        std = rows[rows["fold"] == "std"].set_index("layer")["value"].reindex(mean.index)
-        low, high = mean - std.fillna(0.0), mean + std.fillna(0.0)
-    else:
-        folds = rows[~rows["fold"].isin(["mean", "std"])].groupby("layer")["value"]
-        low, high = folds.min().reindex(mean.index), folds.max().reindex(mean.index)
-    return pd.DataFrame({"mean": mean, "low": low, "high": high})
-
-
-def baseline(table: pd.DataFrame, task: str, name: str, metric: str) -> float | None:
-    """The fold mean of baseline ``name`` (``chance`` or ``majority``) for a task, averaged
-    over the models' tables (they differ only where a frame grid cannot sample a unit);
-    None when the tables have no such rows."""
-    rows = table[
-        (table["task"] == task)
-        & (table["probe"] == name)
-        & (table["metric"] == metric)
-        & (table["fold"].astype(str) == "mean")
-    ]
-    return None if rows.empty else float(rows["value"].mean())
-
-
-def not_converged(table: pd.DataFrame, model: str, task: str, probe: str) -> pd.Series:
-    """Share of folds whose ``probe`` fit stopped at its iteration limit, per int layer
-    (the ``not_converged`` metric's ``mean`` rows), only layers where it is above 0."""
-    rows = table[
-        (table["model"] == model)
-        & (table["task"] == task)
-        & (table["probe"] == probe)
-        & (table["metric"] == "not_converged")
-        & (table["fold"].astype(str) == "mean")
-        & (table["layer"].astype(str) != "all")
-    ]
-    share = rows.set_index(rows["layer"].astype(int))["value"].astype(float).sort_index()
-    return share[share > 0]
+#: Marker of a model embedding's score (task), and of its control task's score.
+EMBEDDING_MARKER, EMBEDDING_CONTROL_MARKER = "*", "x"
+#: Horizontal spread (in layers) of the stars of models sharing an embedding slot.
+EMBEDDING_DODGE = 0.15
 
 
 def _ring(ax, curve: pd.DataFrame, layers: pd.Index, label: str) -> bool:
@@ -123,9 +67,14 @@ def _ring(ax, curve: pd.DataFrame, layers: pd.Index, label: str) -> bool:
     layers = [layer for layer in layers if layer in curve.index]
     if not layers:
         return False
+    _ring_at(ax, layers, curve.loc[layers, "mean"].to_numpy(float), label)
+    return True
+
+
+def _ring_at(ax, x, y, label: str) -> None:
     ax.plot(
-        layers,
-        curve.loc[layers, "mean"].to_numpy(float),
+        x,
+        y,
         linestyle="none",
         marker="o",
         markersize=6,
@@ -134,7 +83,6 @@ def _ring(ax, curve: pd.DataFrame, layers: pd.Index, label: str) -> bool:
         markeredgewidth=0.9,
         label=label,
     )
-    return True
 
 
 def _order(values: Sequence[str] | None, found: Iterable[str]) -> list[str]:
@@ -191,6 +139,75 @@ def _draw_curve(ax, curve: pd.DataFrame, style: dict, label: str, band: bool = T
         )
 
 
+def _draw_embeddings(ax, table, models, styles, task, probe, kind, metric, spread) -> tuple:
+    """The models' embedding scores on ``ax`` (see the module doc): one slot per embedding
+    name (sorted) at x = deepest layer of the panel's curves + 1, + 2, ...; in each slot a
+    star per model with that embedding (dodged by :data:`EMBEDDING_DODGE`), error bar = the
+    spread; on a ``score`` panel also the control task's score (``x``) and rings where a
+    fold's fit hit its iteration limit. A dotted line separates the slots from the layers;
+    the x ticks are the layer numbers, then the embedding names.
+
+    Returns (models drawn, whether a control was drawn, whether a ring was drawn)."""
+    name = probe if kind == "score" else f"{probe}_selectivity"
+    points = {m: embedding_points(table, m, task, name, metric, spread) for m in models}
+    points = {m: p for m, p in points.items() if not p.empty}
+    if not points:
+        return set(), False, False
+    slots = sorted(set().union(*(p.index for p in points.values())))
+    layers = [layer_curve(table, m, task, name, metric).index for m in models]
+    layers = [int(v) for index in layers for v in index]
+    first, last = (min(layers), max(layers)) if layers else (0, -1)
+    controls = rings = False
+    for j, emb in enumerate(slots):
+        owners = [m for m in points if emb in points[m].index]
+        for k, model in enumerate(owners):
+            x = last + 1 + j + (k - (len(owners) - 1) / 2) * EMBEDDING_DODGE
+            point, colour = points[model].loc[emb], styles[model]["color"]
+            err = [[point["mean"] - point["low"]], [point["high"] - point["mean"]]]
+            ax.errorbar(
+                [x],
+                [point["mean"]],
+                yerr=np.abs(np.asarray(err, float)),
+                fmt=EMBEDDING_MARKER,
+                markersize=7,
+                color=colour,
+                capsize=2,
+                label=f"{model} {emb}",
+            )
+            if kind != "score":
+                continue
+            if emb in not_converged(table, model, task, probe, embeddings=True).index:
+                rings = True
+                _ring_at(ax, [x], [point["mean"]], f"{model} {emb} not converged")
+            control = embedding_points(table, model, task, f"{probe}_control", metric, spread)
+            if emb in control.index:
+                controls = True
+                y = control.loc[emb, "mean"]
+                ax.plot(
+                    [x],
+                    [y],
+                    linestyle="none",
+                    marker=EMBEDDING_CONTROL_MARKER,
+                    color=colour,
+                    label=f"{model} control {emb}",
+                )
+                capped = not_converged(table, model, task, f"{probe}_control", embeddings=True)
+                if emb in capped.index:
+                    rings = True
+                    _ring_at(ax, [x], [y], f"{model} control {emb} not converged")
+    ax.axvline(last + 0.5, color=BASELINE_COLOUR, linestyle=":", linewidth=0.6, label="embeddings")
+    ticks = MaxNLocator(integer=True).tick_values(first, max(first, last))
+    ticks = [int(t) for t in ticks if first <= t <= last]
+    ax.set_xticks(
+        [*ticks, *(last + 1 + j for j in range(len(slots)))],
+        labels=[*map(str, ticks), *slots],
+    )
+    if len(slots) > 1:
+        for label in ax.get_xticklabels()[len(ticks) :]:
+            label.set(rotation=30, horizontalalignment="right")
+    return set(points), controls, rings
+
+
 def _model_handle(model: str, style: dict, single_layer: bool) -> Line2D:
     """Legend entry of a model; one-layer models show their point marker."""
     return Line2D([], [], label=model, marker="o" if single_layer else None, **style)
@@ -230,6 +247,8 @@ def plot_probe_curves(
     layer. One-layer models (spectral baselines) are a point at layer 0 with a dotted
     horizontal marker across the panel. Points of layers where a fold's fit (real or
     control) stopped at its iteration limit (:func:`not_converged`) are ringed in red.
+    A model's own utterance embeddings (rows ``layer = embedding:<name>``) are stars right
+    of the layers, their control task an ``x`` (:func:`_draw_embeddings`).
 
     ``models`` fixes the order and colours (pass every model of the experiment so colours
     match across figures); ``tasks`` the panel order (default: sorted). Models or tasks
@@ -243,7 +262,11 @@ def plot_probe_curves(
     panels = []
     for task in tasks:
         for kind, name in (("score", probe), ("selectivity", f"{probe}_selectivity")):
-            if any(not layer_curve(table, m, task, name, metric).empty for m in models):
+            if any(
+                not layer_curve(table, m, task, name, metric).empty
+                or not embedding_points(table, m, task, name, metric).empty
+                for m in models
+            ):
                 panels.append((kind, task))
     if not panels:
         raise ValueError(f"no per-layer {probe!r} rows with metric {metric!r} in the probe tables")
@@ -252,6 +275,7 @@ def plot_probe_curves(
     fig, axes = _panels(shape, len(panels), width, 1.9)
     label = METRIC_LABELS.get(metric, metric)
     drawn, single, controls, baselines, rings = [], set(), False, set(), False
+    embedded = False
     for ax, (kind, task) in zip(axes, panels, strict=True):
         name = probe if kind == "score" else f"{probe}_selectivity"
         for model in models:
@@ -293,6 +317,11 @@ def plot_probe_curves(
         else:
             ax.axhline(0.0, color=BASELINE_COLOUR, linewidth=0.6, label="zero")
             _finish_axis(ax, metric, f"{task}: selectivity", f"Δ {label} (task − control)")
+        found = _draw_embeddings(ax, table, models, styles, task, probe, kind, metric, spread)
+        drawn += sorted(found[0])
+        embedded |= bool(found[0])
+        controls |= found[1]
+        rings |= found[2]
     handles = [_model_handle(m, styles[m], m in single) for m in models if m in set(drawn)]
     handles.append(Patch(color="0.5", alpha=0.3, label=SPREAD_LABELS[spread]))
     if controls:
@@ -302,6 +331,18 @@ def plot_probe_curves(
     for base, ls in (("chance", ":"), ("majority", "-.")):
         if base in baselines:
             handles.append(Line2D([], [], color=BASELINE_COLOUR, linestyle=ls, label=base))
+    if embedded:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="0.3",
+                linestyle="none",
+                marker=EMBEDDING_MARKER,
+                markersize=7,
+                label="model's utterance embedding",
+            )
+        )
     if rings:
         handles.append(
             Line2D(
@@ -383,16 +424,3 @@ def plot_layer_weights(
         handles=handles, loc="outside upper center", ncols=_legend_cols(fig, handles), frameon=False
     )
     return fig
-
-
-def weighted_sum_score(table: pd.DataFrame, model: str, task: str, metric: str) -> float | None:
-    """The weighted-sum probe's fold-mean score (``layer = all``); None when absent."""
-    rows = table[
-        (table["model"] == model)
-        & (table["task"] == task)
-        & (table["probe"] == "weighted_sum")
-        & (table["layer"].astype(str) == "all")
-        & (table["metric"] == metric)
-        & (table["fold"].astype(str) == "mean")
-    ]["value"]
-    return float(rows.iloc[0]) if len(rows) else None

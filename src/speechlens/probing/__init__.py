@@ -13,7 +13,8 @@ One concern per module, data flowing one way:
 - :mod:`.estimators`: the probes (linear, knn, mlp, weighted_sum, kmeans) and baselines;
 - :mod:`.run`: the jobs, the probe table (:data:`TABLE`) and its sidecar
   (:func:`run_task`, the workflow's entry point; :func:`probe_arrays` on arrays), on every
-  kind of store (frame, segment, utterance: :func:`task_view`);
+  kind of store (frame, segment, utterance: :func:`task_view`); utterance-level tasks also
+  probe the model's own utterance embeddings (``layer`` ``embedding:<name>``);
   :func:`check_task_stores` checks the config's tasks against each model's store settings.
 """
 
@@ -22,8 +23,10 @@ from speechlens.probing.estimators import make_probe
 from speechlens.probing.folds import group_folds, make_splits
 from speechlens.probing.run import (
     COLUMNS,
+    EMBEDDING_PREFIX,
     TABLE,
     TaskData,
+    embedding_layer,
     load_task,
     probe_arrays,
     run_task,
@@ -33,6 +36,7 @@ from speechlens.probing.sampling import (
     Sample,
     draw_samples,
     frame_samples,
+    read_embeddings,
     read_features,
     utterance_samples,
     where_mask,
@@ -53,6 +57,7 @@ from speechlens.probing.task import (
 
 __all__ = [
     "COLUMNS",
+    "EMBEDDING_PREFIX",
     "LEVELS",
     "PROBES",
     "SUPERVISED",
@@ -68,12 +73,14 @@ __all__ = [
     "control_labels",
     "default_tasks",
     "draw_samples",
+    "embedding_layer",
     "frame_samples",
     "group_folds",
     "load_task",
     "make_probe",
     "make_splits",
     "probe_arrays",
+    "read_embeddings",
     "read_features",
     "resolve_task",
     "run_task",

@@ -16,6 +16,13 @@ segment a sample centred at its midpoint, labelled by the frame-centre rule ther
 cannot run on an utterance store (:func:`speechlens.reduce.check_task`, an error naming the
 model and the task). The table's ``layer`` holds the model's layer numbers
 (:func:`speechlens.store.layer_numbers`: a ``layers`` subset keeps its numbers).
+
+Utterance-level tasks on a store with the model's own utterance embeddings (speaker
+encoders, capability ``utterance_level``: :func:`speechlens.store.embeddings`, e.g. GE2E's
+``d_vector``) also probe each embedding, as rows with ``layer`` ``embedding:<name>``
+(:func:`embedding_layer`): same samples, folds, probes, control task and selectivity as the
+layers; the ``weighted_sum`` probe stays over the layers only (its weights are per layer).
+Frame-level tasks never read embeddings.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +48,14 @@ from speechlens.atomic import atomic_path
 from speechlens.corpora.contract import read_tables
 from speechlens.probing import estimators as est
 from speechlens.probing.folds import make_splits
-from speechlens.probing.sampling import Sample, draw_samples, read_features
+from speechlens.probing.sampling import Sample, draw_samples, read_embeddings, read_features
 from speechlens.probing.task import SUPERVISED, Task, check_task_sources, resolve_task
 from speechlens.tables import TableSpec, write_table
 
 #: The probe table (``results/{corpus}/{model}/probes/{task}.tsv``): one row per (layer,
-#: probe, fold, metric); ``layer`` an int or ``all``; ``fold`` an int, ``mean`` or ``std``.
+#: probe, fold, metric); ``layer`` an int (the model's layer number), ``all`` (baselines,
+#: the weighted-sum probe's score) or ``embedding:<name>`` (a model embedding, utterance
+#: tasks only; read as text); ``fold`` an int, ``mean`` or ``std``.
 TABLE = TableSpec(
     name="probe",
     columns=("corpus", "model", "task", "level", "layer", "probe", "fold", "metric", "value"),
@@ -57,6 +67,14 @@ TABLE = TableSpec(
 COLUMNS = list(TABLE.columns)
 #: Metrics that are not scores: no selectivity is taken of them.
 NOT_SCORES = ("layer_weight", "not_converged")
+#: Prefix of the ``layer`` value of a model embedding's rows (``embedding:d_vector``).
+EMBEDDING_PREFIX = "embedding:"
+
+
+def embedding_layer(name: str) -> str:
+    """The table's ``layer`` value of the rows of model embedding ``name``."""
+    return f"{EMBEDDING_PREFIX}{name}"
+
 
 _COST = {"weighted_sum": 0, "mlp": 1, "linear": 2, "kmeans": 3, "knn": 4}
 
@@ -69,7 +87,10 @@ class TaskData:
     groups or None; ``control`` (n,) control labels or None; ``info`` the sampling record;
     ``test_fold`` (n,) the fold in which each sample is tested, or None (folds are then
     drawn from ``y`` and ``groups`` by :func:`~.folds.make_splits`); ``layers`` (layer,)
-    the model layer number of each row of ``X`` for the table, or None (``0..L-1``).
+    the model layer number of each row of ``X`` for the table, or None (``0..L-1``);
+    ``embeddings`` ``{name: (n, embedding_feature)}`` the model's own utterance embeddings
+    of the same samples (utterance-level tasks; ``{}``: none), probed as rows
+    :func:`embedding_layer` ``(name)``.
     """
 
     X: np.ndarray
@@ -79,6 +100,7 @@ class TaskData:
     info: dict = field(default_factory=dict)
     test_fold: np.ndarray | None = None
     layers: np.ndarray | None = None
+    embeddings: dict = field(default_factory=dict)
 
     def layer_numbers(self) -> list[int]:
         """The table's ``layer`` value of each row of ``X``."""
@@ -87,6 +109,19 @@ class TaskData:
         if len(self.layers) != self.X.shape[0]:
             raise ValueError(f"{len(self.layers)} layer numbers for {self.X.shape[0]} layers")
         return [int(v) for v in self.layers]
+
+    def embedding_arrays(self) -> dict[str, np.ndarray]:
+        """``{table layer value: (n, embedding_feature)}`` of the embeddings; raises
+        ``ValueError`` when one does not hold one row per sample."""
+        out = {}
+        for name, values in self.embeddings.items():
+            if np.ndim(values) != 2 or len(values) != len(self.y):
+                raise ValueError(
+                    f"embedding {name!r}: shape {np.shape(values)}, expected "
+                    f"({len(self.y)}, embedding_feature): one row per sample"
+                )
+            out[embedding_layer(name)] = values
+        return out
 
     @classmethod
     def from_sample(cls, sample: Sample, X: np.ndarray, *, control: bool = True) -> TaskData:
@@ -127,7 +162,9 @@ def load_task(
     """Open a store and gather a task's samples; returns (TaskData, store attrs).
 
     ``name``: the task's name in errors (default: its source). The TaskData's ``layers`` are
-    the store's layer numbers; its ``info`` records the store's ``mode`` and ``reduction``.
+    the store's layer numbers; its ``embeddings`` the store's model embeddings of the samples
+    for an utterance-level task (:func:`~.sampling.read_embeddings`; ``{}`` for a frame task
+    or a store without them); its ``info`` records the store's ``mode`` and ``reduction``.
     """
     task = resolve_task(task, name)
     ds = store.open_store(store_path)
@@ -138,6 +175,8 @@ def load_task(
     X = read_features(view, task.level, sample.index)
     data = TaskData.from_sample(sample, X)
     data.layers = store.layer_numbers(ds)
+    if task.level == "utterance":
+        data.embeddings = read_embeddings(view, sample.index)
     data.info = {**data.info, "store_mode": store.mode(ds), "reduction": store.reduction(ds)}
     return data, dict(ds.attrs)
 
@@ -152,12 +191,16 @@ def _fit_layer(probe, model, Xl, y, groups, train, test, fold, task, settings) -
     return est.scores(y[test], est.fit_predict(probe, model, Xl[train], y[train], Xl[test], g))
 
 
-def _job(X, y, groups, train, test, probe, fold, task, settings, layers, suffix="") -> tuple:
-    """One (probe, fold, target) over all layers, single-threaded.
+def _job(
+    X, y, groups, train, test, probe, fold, task, settings, layers, suffix="", embeddings=None
+) -> tuple:
+    """One (probe, fold, target) over all layers, then each embedding, single-threaded.
 
     Returns (rows, {layer: (wall s, CPU s)}, {layer: fits that hit their iteration limit}).
     ``X`` is (layer, n, feature); ``layers`` the layer number of each row of ``X`` (the
-    ``layer`` of rows and keys); ``suffix`` names the target (``""`` or ``"_control"``).
+    ``layer`` of rows and keys); ``suffix`` names the target (``""`` or ``"_control"``);
+    ``embeddings`` ``{layer value: (n, embedding_feature)}``, each probed alone after the
+    layers (``weighted_sum`` ignores them: its weights are over the layers).
     """
     rows, seconds, capped = [], {}, {}
     name = probe + suffix
@@ -174,11 +217,13 @@ def _job(X, y, groups, train, test, probe, fold, task, settings, layers, suffix=
             ]
             seconds["all"] = (time.perf_counter() - t0, time.process_time() - c0)
             return rows, seconds, capped
-        for i, layer in enumerate(layers):
+        inputs = [(layer, X[i]) for i, layer in enumerate(layers)]
+        inputs += list((embeddings or {}).items())
+        for layer, values in inputs:
             t0, c0 = time.perf_counter(), time.process_time()
             before = len(caught)
             model = None if probe == "kmeans" else est.make_probe(probe, task, settings)
-            Xl = X[i].astype(np.float32)
+            Xl = np.asarray(values).astype(np.float32)
             scores = _fit_layer(probe, model, Xl, y, groups, train, test, fold, task, settings)
             rows += [(layer, name, fold, m, v) for m, v in scores.items()]
             seconds[layer] = (time.perf_counter() - t0, time.process_time() - c0)
@@ -192,13 +237,16 @@ def _job(X, y, groups, train, test, probe, fold, task, settings, layers, suffix=
 
 
 def probe_arrays(data: TaskData, task, settings: Mapping, *, threads: int = 1):
-    """Probe every layer of ``data`` with the task's probes on shared CV folds.
+    """Probe every layer (and model embedding) of ``data`` with the task's probes on shared
+    CV folds.
 
     ``task`` a :class:`~.task.Task` or config entry; ``settings`` ``probing.settings``
     (partial: the schema's defaults fill the rest). Returns (table, info): ``table`` a tidy
     DataFrame with columns ``layer, probe, fold, metric, value`` (per-fold rows, then
     ``mean``/``std`` rows over folds, std with ddof=1; ``layer`` the numbers of
-    :meth:`TaskData.layer_numbers`, or ``all``), and ``info`` with the folds' sizes,
+    :meth:`TaskData.layer_numbers`, ``embedding:<name>`` for each of ``data.embeddings``
+    (every probe but ``weighted_sum``, which weighs the layers), or ``all``; rows sorted by
+    probe, then layers, then embeddings), and ``info`` with the folds' sizes,
     the wall and CPU seconds per (probe, layer) summed over folds (keys
     ``"{probe}/{layer}"``) and the fits that hit their iteration limit.
     """
@@ -221,7 +269,10 @@ def probe_arrays(data: TaskData, task, settings: Mapping, *, threads: int = 1):
         for fold in range(len(splits))
     ]
     layers = data.layer_numbers()
-    run = delayed(_job)
+    embeddings = data.embedding_arrays()
+    if embeddings and task.level != "utterance":
+        raise ValueError(f"model embeddings {list(embeddings)}: utterance-level tasks only")
+    run = delayed(partial(_job, embeddings=embeddings))  # weighted_sum: layers only
     results = Parallel(n_jobs=min(threads, len(jobs)))(
         run(data.X, target, groups, *splits[fold], probe, fold, task, settings, layers, suffix)
         for probe, fold, suffix, target in jobs
@@ -270,16 +321,23 @@ def _with_selectivity(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _with_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Append fold ``mean`` and ``std`` rows and sort deterministically."""
+    """Append fold ``mean`` and ``std`` rows and sort deterministically: per probe, ``all``,
+    then the layers by number, then the embeddings by name."""
     keys = ["layer", "probe", "metric"]
     grouped = table.groupby(keys, sort=False)["value"]
     mean = grouped.mean().reset_index().assign(fold="mean")
     std = grouped.std(ddof=1).reset_index().assign(fold="std")
     out = pd.concat([table, mean, std], ignore_index=True)
-    layer_key = out["layer"].map(lambda v: -1 if v == "all" else int(v))
+    text = out["layer"].astype(str)
+    embedding = text.str.startswith(EMBEDDING_PREFIX)
+    layer_key = out["layer"].map(
+        lambda v: -1 if v == "all" else 2**62 if str(v).startswith(EMBEDDING_PREFIX) else int(v)
+    )
+    name_key = text.where(embedding, "")
     fold_key = out["fold"].map(lambda v: {"mean": 10**6, "std": 10**6 + 1}.get(v, v))
-    out = out.assign(_l=layer_key, _f=fold_key).sort_values(["probe", "_l", "metric", "_f"])
-    return out.drop(columns=["_l", "_f"]).reset_index(drop=True)
+    out = out.assign(_l=layer_key, _e=name_key, _f=fold_key)
+    out = out.sort_values(["probe", "_l", "_e", "metric", "_f"])
+    return out.drop(columns=["_l", "_e", "_f"]).reset_index(drop=True)
 
 
 def _versions() -> dict:
@@ -317,9 +375,10 @@ def run_task(
     Writes ``out_tsv`` (:data:`TABLE`) and, when given, ``sidecar`` (JSON: task and
     settings with defaults, the linear probe's backend, sample counts per class, dropped
     classes, fold sizes, the control task's record, seconds per (probe, layer), the store's
-    mode, reduction and layer numbers, store attrs, library versions), each atomically. The
-    task is checked against the corpus tables before the store is opened, and against the
-    store's reduction (:func:`task_view`) before any sample is drawn.
+    mode, reduction and layer numbers, the probed embeddings' ``layer`` values, store attrs,
+    library versions), each atomically. The task is checked against the corpus tables
+    before the store is opened, and against the store's reduction (:func:`task_view`)
+    before any sample is drawn.
     """
     out_tsv = Path(out_tsv)
     name = name or out_tsv.stem
@@ -343,6 +402,7 @@ def run_task(
         "max_per_class": task.max_per_class if task.level == "frame" else None,
         "linear_backend": settings["linear_backend"] if "linear" in task.probes else None,
         "layers": data.layer_numbers(),
+        "embeddings": list(data.embedding_arrays()),
         **data.info,
         **info,
         "inputs": {"store": str(store_path), "utterances": str(utterances_tsv)},

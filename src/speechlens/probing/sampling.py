@@ -1,6 +1,7 @@
 """Which samples a task probes: labels, CV groups, test folds and control labels.
 
-Utterance-level tasks use every utterance of the store (``pooled``). Frame-level tasks
+Utterance-level tasks use every utterance of the store (``pooled``; and the model's own
+utterance embeddings, :func:`read_embeddings`, where the store has them). Frame-level tasks
 label the store's frames by the frame-centre rule (:mod:`speechlens.labels`) on the model's
 own ``time_s``; a tier source labels by that tier, a column source (e.g. language) labels
 the frames of the ``phone`` tier's segments (whole utterances when there is no phone tier)
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from speechlens import labels as lab
+from speechlens import store
 from speechlens.probing import control as ctl
 from speechlens.probing.folds import group_folds
 from speechlens.probing.task import ProbingError, Task, resolve_task
@@ -265,3 +267,17 @@ def read_features(ds, level: str, index: np.ndarray) -> np.ndarray:
     for layer in range(arr.sizes["layer"]):
         out[layer] = arr.isel(layer=layer, **{dim: index}).values
     return out
+
+
+def read_embeddings(ds, index: np.ndarray) -> dict[str, np.ndarray]:
+    """The selected utterances' model embeddings (:func:`speechlens.store.embeddings`):
+    ``{name: (n, embedding_feature)}`` in the store dtype, in the order of the store's
+    embedding names; ``{}`` for a store without embeddings. ``index`` (sorted ints): store
+    utterance rows, as for ``pooled`` (the embedding rows follow ``ds["utterance_id"]``)."""
+    arr = store.embeddings(ds)
+    if arr is None:
+        return {}
+    return {
+        name: arr.isel(embedding_name=k, utterance=index).values
+        for k, name in enumerate(store.embedding_names(ds))
+    }
