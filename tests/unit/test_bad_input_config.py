@@ -200,7 +200,7 @@ def test_cka_pair_with_too_few_frames_in_common(tmp_path):
         cka.across_models(a, b, tmp_path / "out.zarr", device="cpu")
     message = str(err.value)
     assert "fine vs coarse (align 'time'): only 2 units" in message
-    assert "(70 and 2 frames)" in message and "CKA needs >= 4" in message
+    assert "(70 and 2 stored units)" in message and "CKA needs >= 4" in message
     assert not (tmp_path / "out.zarr").exists()
 
 
