@@ -195,6 +195,19 @@ def _check_attention(config: Mapping) -> None:
                 "has no self-attention heads"
             )
     ablation = config["attention"]["ablation"]
+    named = config["attention"]["models"]
+    for i, name in enumerate(ablation.get("models") or []):
+        family = _model_family(config, f"attention.ablation.models[{i}]", name)
+        if named is not None and name not in named:
+            raise ConfigError(
+                f"config key attention.ablation.models[{i}]: model {name!r} is not one of "
+                f"attention.models ({named})"
+            )
+        if not has_capability(family, "self_attention"):
+            raise ConfigError(
+                f"config key attention.ablation.models[{i}]: model {name!r} (family {family}) "
+                "has no self-attention heads"
+            )
     if ablation["enabled"] and ablation["task"] not in config["probing"]["tasks"]:
         raise ConfigError(
             f"config key attention.ablation.task: {ablation['task']!r} is not in "

@@ -88,6 +88,19 @@ def test_the_tiny_config_passes():
             "config key attention.ablation.task: 'gender' is not in probing.tasks",
         ),
         (
+            lambda c: c["attention"]["ablation"].update(models=["logmel"]),
+            "config key attention.ablation.models[0]: model 'logmel' (family logmel) "
+            "has no self-attention heads",
+        ),
+        (
+            lambda c: (
+                c["attention"].update(models=["whisper_tiny_en"]),
+                c["attention"]["ablation"].update(models=["tera_tr"]),
+            ),
+            "config key attention.ablation.models[0]: model 'tera_tr' is not one of "
+            "attention.models",
+        ),
+        (
             lambda c: c["saliency"].update(models=["ghost"]),
             "config key saliency.models[0]: model 'ghost' is not in `models`",
         ),

@@ -293,3 +293,10 @@ def test_findings_page_from_files(tmp_path):
     assert set(back["study"]) >= {"cross_attention_saliency", "attention_heads_en_tr"}
     page = (tmp_path / "f.html").read_text()
     assert "indications, not replications" in page and "agrees" in page
+
+
+def test_saliency_claims_fall_back_to_gradient_x_input():
+    table = saliency_table(0.6, lambda layer: 0.1 + 0.1 * layer)
+    table = table.assign(method="gradient_x_input")
+    (v,) = CLAIMS["average_beats_heads"](Results(saliency={"w": table}))
+    assert v.verdict == "agrees" and "gradient_x_input" in v.measured

@@ -394,6 +394,11 @@ def test_select_utterances_filters_languages_and_names_the_file(tmp_path):
     ).to_csv(tsv, sep="\t", index=False)
     assert select_utterances(tsv, ["en*"], 2)["utterance_id"].tolist() == ["b", "c"]
     assert select_utterances(tsv, ["en-us", "tr"], None)["utterance_id"].tolist() == ["a", "b", "d"]
+    # max_utterances are taken in turn from each language: tr's one utterance is not crowded out
+    assert select_utterances(tsv, ["en-us", "tr"], 2)["utterance_id"].tolist() == ["a", "b"]
+    # null: the languages the model knows (here an English-only model)
+    english_only = lambda code: code.startswith("en")  # noqa: E731
+    assert select_utterances(tsv, None, 3, english_only)["utterance_id"].tolist() == ["b", "c", "d"]
     with pytest.raises(ValueError, match=r"utterances.tsv.*saliency.languages"):
         select_utterances(tsv, ["fr*"], None)
     pd.DataFrame({"utterance_id": ["a"], "audio": ["a.wav"]}).to_csv(tsv, sep="\t", index=False)

@@ -155,3 +155,16 @@ def test_run_corpus_prompts_each_utterance_in_its_language(multilingual, tmp_pat
     tr, en = (tok.convert_tokens_to_ids(t) for t in ("<|tr|>", "<|en|>"))
     assert [p[1] for p in seen] == [tr, en]
     assert not (tmp_path / "t2").exists()  # failed before writing anything
+
+
+def test_language_filter_follows_the_model():
+    from types import SimpleNamespace
+
+    from speechlens.saliency.prompt import language_filter
+
+    multi = SimpleNamespace(is_multilingual=True, lang_to_id={"<|en|>": 1, "<|tr|>": 2})
+    knows = language_filter(None, multi, 51865)
+    assert knows("en-us") and knows("tr") and not knows("de") and not knows("xx-notalang")
+    english = SimpleNamespace(is_multilingual=False)
+    knows = language_filter(None, english, 51864)
+    assert knows("en-gb") and not knows("tr")

@@ -182,16 +182,25 @@ def attention_models():
     return list(names)
 
 
+def ablation_models():
+    """Models of the head-ablation rule: `attention.ablation.models`, or every attention
+    model (none when the ablation is disabled)."""
+    ablation = config["attention"]["ablation"]
+    if not ablation["enabled"]:
+        return []
+    return list(ablation["models"] or attention_models())
+
+
 def attention_targets():
-    """Head-type tables (and ablation tables when enabled) of the attention models."""
-    names = ["head_types.tsv"]
-    if config["attention"]["ablation"]["enabled"]:
-        names.append("ablation.tsv")
+    """Head-type tables of the attention models and ablation tables of the ablated ones."""
     return expand(
-        "results/{corpus}/{model}/attention/{name}",
+        "results/{corpus}/{model}/attention/head_types.tsv",
         corpus=analysed_corpora(config),
         model=attention_models(),
-        name=names,
+    ) + expand(
+        "results/{corpus}/{model}/attention/ablation.tsv",
+        corpus=analysed_corpora(config),
+        model=ablation_models(),
     )
 
 

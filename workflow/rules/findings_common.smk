@@ -20,7 +20,6 @@ def findings_inputs(wildcards):
     corpus."""
     corpus = wildcards.corpus
     tasks = sorted(config["probing"]["tasks"])
-    ablation = config["attention"]["ablation"]["enabled"]
     return {
         "probes": [
             f"results/{corpus}/{m}/probes/{t}.tsv"
@@ -29,7 +28,7 @@ def findings_inputs(wildcards):
         ],
         "ablation": [
             f"results/{corpus}/{m}/attention/ablation_summary.tsv"
-            for m in (attention_models() if ablation else [])
+            for m in ablation_models()
         ],
         "saliency": [
             f"results/{corpus}/{m}/attention/cross_attention_saliency.tsv"

@@ -66,6 +66,17 @@ def diagonal_heads_matter(res: Results, head_type: str = "diagonal", metric: str
 # ------------------------------------------------------- cross-attention vs saliency
 
 
+PREFERRED_METHODS = ("spes", "gradient_x_input")
+"""Saliency the claims compare attention with: SPES, the reference of 2509.18010, when the run
+has it, else gradient x input."""
+
+
+def saliency_method(table: pd.DataFrame) -> str | None:
+    """The first of :data:`PREFERRED_METHODS` that ``table`` has rows of (None if neither)."""
+    present = set(table["method"])
+    return next((m for m in PREFERRED_METHODS if m in present), None)
+
+
 def _per_utterance(table: pd.DataFrame, method: str) -> pd.DataFrame:
     """Mean r per (utterance, layer, head) of one saliency method: tokens of an utterance
     are not independent, so utterances are the unit of the tests."""
@@ -95,10 +106,11 @@ def crossfit_best_head(per_utt: pd.Series) -> pd.Series:
     return pd.Series(out, dtype=float)
 
 
-def average_beats_heads(res: Results, method: str = "spes"):
+def average_beats_heads(res: Results, method: str | None = None):
     """2509.18010: averaging cross-attention over heads and layers agrees better with
     saliency than any single head. Per utterance: r of the global average minus r of the
-    cross-fitted best single head; exact sign test over utterances."""
+    cross-fitted best single head; exact sign test over utterances. ``method``: the
+    saliency compared with (None: :func:`saliency_method`)."""
     claim = (
         "averaging cross-attention over heads and layers agrees better with saliency "
         "than any single head"
@@ -106,9 +118,10 @@ def average_beats_heads(res: Results, method: str = "spes"):
     study = "cross_attention_saliency"
     out = []
     for model, table in sorted(res.saliency.items()):
-        per_utt = _per_utterance(table, method)
+        used = method or saliency_method(table) or "spes"
+        per_utt = _per_utterance(table, used)
         if per_utt.empty:
-            out.append(missing(study, claim, model, f"{method} saliency"))
+            out.append(missing(study, claim, model, f"{used} saliency"))
             continue
         best = crossfit_best_head(per_utt)
         glob = per_utt[per_utt.index.get_level_values("layer").astype(str) == "all"]
@@ -121,7 +134,7 @@ def average_beats_heads(res: Results, method: str = "spes"):
                 claim,
                 model,
                 f"r global {glob.mean():.3f} vs cross-fitted best head {best.mean():.3f}; "
-                f"difference {spread(diff.to_numpy())} over {len(diff)} utterances ({method})",
+                f"difference {spread(diff.to_numpy())} over {len(diff)} utterances ({used})",
                 decide(p_pos, p_neg),
                 p_pos,
                 f"exact sign test over utterances: p={p_pos:.3g}",
@@ -130,7 +143,7 @@ def average_beats_heads(res: Results, method: str = "spes"):
     return out or [missing(study, claim, "run", "a cross-attention vs saliency table")]
 
 
-def last_layers_agree_best(res: Results, method: str = "spes"):
+def last_layers_agree_best(res: Results, method: str | None = None):
     """2509.18010: the last decoder layers agree best with saliency. Per utterance: r of the
     layer average over the last third of the decoder layers minus that over the others;
     exact sign test over utterances."""
@@ -138,13 +151,14 @@ def last_layers_agree_best(res: Results, method: str = "spes"):
     study = "cross_attention_saliency"
     out = []
     for model, table in sorted(res.saliency.items()):
-        per_utt = _per_utterance(table, method)
+        used = method or saliency_method(table) or "spes"
+        per_utt = _per_utterance(table, used)
         layers = per_utt[
             (per_utt.index.get_level_values("head").astype(str) == "mean")
             & (per_utt.index.get_level_values("layer").astype(str) != "all")
         ]
         if layers.empty:
-            out.append(missing(study, claim, model, f"{method} saliency"))
+            out.append(missing(study, claim, model, f"{used} saliency"))
             continue
         frame = layers.reset_index().assign(layer=lambda d: d["layer"].astype(int))
         n = frame["layer"].max() + 1
@@ -158,7 +172,7 @@ def last_layers_agree_best(res: Results, method: str = "spes"):
                 claim,
                 model,
                 f"r last third − earlier layers: {spread(diff)} "
-                f"over {len(diff)} utterances ({method})",
+                f"over {len(diff)} utterances ({used})",
                 decide(p_pos, p_neg),
                 p_pos,
                 f"exact sign test over utterances: p={p_pos:.3g}",

@@ -45,7 +45,7 @@ from speechlens.saliency.methods import (
     gradient_saliency,
     rise_grid_saliency,
 )
-from speechlens.saliency.prompt import prompts
+from speechlens.saliency.prompt import language_filter, prompts
 from speechlens.saliency.spes import SpesSettings, spes_saliency
 from speechlens.saliency.whisper import WhisperForSaliency
 from speechlens.schema import merge
@@ -93,8 +93,10 @@ def check_settings(settings: Mapping) -> dict:
         raise _fail("gradient_sign", f"must be one of {SIGNS}, got {s['gradient_sign']!r}")
     if s["encoder_saliency"] not in ENCODER_MODES:
         raise _fail("encoder_saliency", f"must be one of {ENCODER_MODES}")
-    if not isinstance(s["languages"], list | tuple) or not s["languages"]:
-        raise _fail("languages", "must be a non-empty list of language patterns, e.g. ['en*']")
+    if s["languages"] is not None and (
+        not isinstance(s["languages"], list | tuple) or not s["languages"]
+    ):
+        raise _fail("languages", "must be null or a non-empty list of patterns, e.g. ['en*']")
     if s["max_utterances"] is not None and int(s["max_utterances"]) < 1:
         raise _fail("max_utterances", "must be >= 1 or null")
     if int(s["grad_batch"]) < 1:
@@ -122,24 +124,32 @@ def check_settings(settings: Mapping) -> dict:
 
 
 def select_utterances(
-    utterances_tsv: str | Path, languages, max_utterances: int | None
+    utterances_tsv: str | Path, languages, max_utterances: int | None, knows=None
 ) -> pd.DataFrame:
-    """Utterances whose ``language`` matches a pattern (``fnmatch``, e.g. ``en*``), in file
-    order, at most ``max_utterances``. Fails naming the file when columns or matches are missing."""
+    """Utterances whose ``language`` matches a pattern (``fnmatch``, e.g. ``en*``), or with
+    ``languages`` None those the model knows (``knows(code)``, see
+    :func:`~speechlens.saliency.prompt.language_filter`); at most ``max_utterances``, taken
+    in turn from each language (file order within a language), so every language is
+    explained. Fails naming the file when columns or matches are missing."""
     table = pd.read_csv(utterances_tsv, sep="\t", keep_default_na=False, dtype=str)
     missing = {"utterance_id", "audio", "language", "text"} - set(table.columns)
     if missing:
         raise ValueError(f"{utterances_tsv}: missing column(s) {sorted(missing)}")
-    keep = table["language"].map(lambda lang: any(fnmatch.fnmatch(lang, p) for p in languages))
+    if languages is None:
+        keep = table["language"].map(knows)
+    else:
+        keep = table["language"].map(lambda lang: any(fnmatch.fnmatch(lang, p) for p in languages))
     chosen = table[keep]
     if chosen.empty:
         found = sorted(table["language"].unique())
         raise ValueError(
             f"{utterances_tsv}: no utterance matches config key saliency.languages "
-            f"{list(languages)} (languages found: {found})"
+            f"{languages} (languages found: {found})"
         )
-    if max_utterances is not None:
-        chosen = chosen.iloc[: int(max_utterances)]
+    if max_utterances is not None:  # round robin over languages, file order within each
+        turn = chosen.groupby("language", sort=False).cumcount()
+        order = pd.DataFrame({"turn": turn, "row": range(len(chosen))}, index=chosen.index)
+        chosen = chosen.loc[order.sort_values(["turn", "row"]).index[: int(max_utterances)]]
     return chosen.reset_index(drop=True)
 
 
@@ -279,10 +289,13 @@ def run_corpus(
     Returns the tidy table.
     """
     s = check_settings(settings)
-    chosen = select_utterances(utterances_tsv, s["languages"], s["max_utterances"])
     model = WhisperForSaliency(
         source, revision=revision, device=s.get("device", "auto"), threads=threads, padding=padding
     )
+    knows = language_filter(
+        model.tokenizer, model.model.generation_config, model.model.config.vocab_size
+    )
+    chosen = select_utterances(utterances_tsv, s["languages"], s["max_utterances"], knows)
     corpus_dir = Path(utterances_tsv).parent
     example_id = s.get("example_utterance")  # None: the first utterance explained
     if example_id is not None and example_id not in set(chosen["utterance_id"]):

@@ -78,6 +78,23 @@ def model_languages(tokenizer, generation_config, vocab_size: int) -> dict[str, 
     return found
 
 
+def language_filter(tokenizer, generation_config, vocab_size: int):
+    """A predicate on corpus language codes: whether the model knows the language (English
+    for English-only models; a language of :func:`model_languages` for multilingual ones)."""
+    multilingual = is_multilingual(generation_config, vocab_size)
+    known = (
+        set(model_languages(tokenizer, generation_config, vocab_size)) if multilingual else {"en"}
+    )
+
+    def knows(code: str) -> bool:
+        try:
+            return whisper_language(code) in known
+        except PromptError:
+            return False
+
+    return knows
+
+
 def _special(tokenizer, token: str) -> int:
     i = tokenizer.convert_tokens_to_ids(token)
     unknown = tokenizer.convert_tokens_to_ids(tokenizer.unk_token) if tokenizer.unk_token else None
