@@ -445,7 +445,8 @@ def test_schema_accepts_the_kind_and_names_bad_keys(repo):
     assert "corpora.emo.columns: Additional properties are not allowed ('label'" in errors
 
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "config" / "examples").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+EXAMPLES = sorted([*CONFIG_DIR.glob("examples/*.yaml"), *CONFIG_DIR.glob("studies/*.yaml")])
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -464,7 +465,9 @@ def test_example_configs_validate(path, repo):
 
 
 def test_dynamic_superb_example_is_the_papers_protocol(repo):
-    config = yaml.safe_load((repo / "config" / "examples" / "dynamic_superb.yaml").read_text())
+    config = yaml.safe_load(
+        (repo / "config" / "studies" / "what_foundation_models_miss.yaml").read_text()
+    )
     tasks = config["probing"]["tasks"]
     assert tasks and all(t["level"] == "utterance" for t in tasks.values())
     for task in tasks.values():
