@@ -112,6 +112,7 @@ def test_run_corpus_writes_tidy_table_summary_and_example(checkpoint, corpus, tm
         out / "t.tsv",
         out / "s.tsv",
         out / "example.zarr",
+        sidecar=out / "meta.json",
         padding=padding,
     )
     written = read_table(TABLE, out / "t.tsv")
@@ -138,7 +139,7 @@ def test_run_corpus_writes_tidy_table_summary_and_example(checkpoint, corpus, tm
     spes_map = ds["spes_map"].values.astype(float)
     assert spes_map.min() >= 0 and spes_map.max() == pytest.approx(1.0, abs=1e-3)  # normalised
     assert list(ds["token_text"].values) == [" A", " cat", " sat", "."]
-    sidecar = json.loads((out / "t.json").read_text())
+    sidecar = json.loads((out / "meta.json").read_text())
     assert sidecar["padding"] == padding == ds.attrs["padding"]
     if padding == "trim":
         assert "approximation" in sidecar["approximation"] == ds.attrs["approximation"]

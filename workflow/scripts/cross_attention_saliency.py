@@ -1,5 +1,4 @@
-"""Rule cross_attention_saliency: cross-attention vs input saliency of a Whisper model
-(the table's JSON sidecar, output `meta`, is written beside the table)."""
+"""Rule cross_attention_saliency: cross-attention vs input saliency of a Whisper model."""
 
 from speechlens.logs import log_to
 from speechlens.saliency import run_corpus
@@ -13,6 +12,7 @@ with log_to(snakemake.log[0]):
         snakemake.output.table,
         snakemake.output.summary,
         snakemake.output.example,
+        sidecar=snakemake.output.meta,
         revision=model["revision"],
         padding=snakemake.params.settings["padding"] or model["padding"],
         threads=snakemake.threads,

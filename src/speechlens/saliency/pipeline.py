@@ -275,11 +275,14 @@ def run_corpus(
     summary_path: str | Path,
     example_path: str | Path,
     *,
+    sidecar: str | Path | None = None,
     revision: str | None = None,
     padding: str = "pad30",
     threads: int = 1,
 ) -> pd.DataFrame:
-    """Explain every selected utterance's tokens with ``source``'s Whisper; write the outputs.
+    """Explain every selected utterance's tokens with ``source``'s Whisper; write the outputs
+    (the tables, the example store and, when ``sidecar`` is given, the settings and
+    provenance as JSON there).
 
     ``padding``: ``pad30`` (Whisper's own input) or ``trim`` (an approximation, recorded as
     such), see :class:`~speechlens.saliency.whisper.WhisperForSaliency`. Each utterance's
@@ -349,10 +352,6 @@ def run_corpus(
     table = pd.concat(tables, ignore_index=True) if tables else TABLE.frame()
     write_table(TABLE, table, table_path)
     write_table(SUMMARY, summarise(table), summary_path)
-    write_text(sidecar_path(table_path), json.dumps(attrs, indent=1, sort_keys=True) + "\n")
+    if sidecar is not None:
+        write_text(sidecar, json.dumps(attrs, indent=1, sort_keys=True) + "\n")
     return table
-
-
-def sidecar_path(table_path: str | Path) -> Path:
-    """The JSON sidecar of the tidy table (``<table>.json``)."""
-    return Path(table_path).with_suffix(".json")
