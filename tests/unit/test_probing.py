@@ -397,3 +397,23 @@ def test_mlp_early_stopping_validates_on_held_out_groups():
     assert not set(groups[inner.validation_index_]) & set(
         np.delete(groups, inner.validation_index_)
     )
+
+
+def test_validation_split_when_classes_are_rare():
+    """Speaker ID: 4 utterances per speaker in a training fold, no groups: still a split."""
+    import numpy as np
+
+    from speechlens.probes.grouped_mlp import validation_split
+
+    y = np.repeat(np.arange(20), 4)
+    fit, val = validation_split(y, None, 0.1, 0)
+    assert len(val) > 0 and len(fit) + len(val) == len(y) and not set(fit) & set(val)
+    fit, val = validation_split(np.arange(30), None, 0.1, 0)  # every class once
+    assert len(val) == 3 and not set(fit) & set(val)
+
+
+def test_too_few_groups_for_the_folds_names_task_and_fix(corpus):
+    """A task whose classes each have fewer CV groups than folds: a clear error, not an
+    empty fold split deep in scikit-learn."""
+    with pytest.raises(probing.ProbingError, match=r"no class has samples in 50 CV groups"):
+        _load(corpus, level="utterance", source="language", group_by="speaker", folds=50)

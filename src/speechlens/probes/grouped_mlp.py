@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 from sklearn.neural_network import MLPClassifier
 
 
@@ -30,13 +30,19 @@ def validation_split(
 
     About ``fraction`` of the groups are held out, stratified by ``y``: the first split of
     ``StratifiedGroupKFold`` with ``round(1 / fraction)`` splits (fewer, at least 2, when
-    there are fewer groups). ``groups`` None: every sample is its own group.
+    there are fewer groups or the largest class has fewer members). When no class has 2
+    members, stratification is impossible and ``GroupShuffleSplit`` holds out ``fraction``
+    of the groups. ``groups`` None: every sample is its own group.
     """
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise ValueError("MLP early stopping needs at least 2 groups in the training fold")
-    n_splits = max(2, min(round(1 / fraction), n_groups))
+    largest = int(np.unique(y, return_counts=True)[1].max())
+    if largest < 2:
+        cv = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        return next(cv.split(np.zeros(len(y)), y, groups))
+    n_splits = max(2, min(round(1 / fraction), n_groups, largest))
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # classes rarer than n_splits

@@ -217,6 +217,13 @@ def _select(
     keep = _filter_classes(table["label"].to_numpy(), table["group"].to_numpy(), task.folds)
     dropped = sorted(set(table["label"][~keep]))
     table = table[keep]
+    if table.empty:
+        raise ProbingError(
+            f"task source {task.source!r}: no class has samples in {task.folds} CV groups "
+            f"({task.group_by or 'utterance'}) to fill {task.folds} folds; classes dropped: "
+            f"{dropped[:20]} (lower the task's `folds` or add "
+            f"{'speakers' if task.group_by == 'speaker' else 'groups'})"
+        )
     eligible = table["label"].value_counts().sort_index()
     cap = task.max_per_class if task.level == "frame" else None
     table = lab.cap_units(table, cap, task.seed, n_units)
