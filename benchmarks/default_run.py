@@ -62,6 +62,9 @@ def per_rule(workdir: Path) -> pd.DataFrame:
     for path in workdir.glob("logs/**/*.benchmark.tsv"):
         relative = path.relative_to(workdir).as_posix()
         rules = [r for r, regex in patterns.items() if regex.fullmatch(relative)]
+        # several patterns match (logs/models/{checkpoint} vs logs/models/tera_{language}):
+        # the one with the most literal text is the job's rule
+        rules = sorted(rules, key=lambda r: -len(re.sub(r"\[\^/\]\+", "", patterns[r].pattern)))[:1]
         bench = pd.read_csv(path, sep="\t")
         rows.append(
             {

@@ -25,7 +25,9 @@ def diagonal_heads_matter(res: Results, head_type: str = "diagonal", metric: str
         if metric in set(rows["metric"]):
             rows = rows[rows["metric"] == metric]
         if rows.empty:
-            out.append(missing(study, claim, model, f"a {head_type} head group (none typed)"))
+            out.append(
+                missing(study, claim, model, f"{head_type} heads (none was typed {head_type})")
+            )
             continue
         for r in rows.itertuples():
             n = int(r.control_draws) if r.control_draws == r.control_draws else 0
