@@ -91,8 +91,7 @@ def _check_training(config: Mapping) -> None:
         if source.startswith(TRAIN_PREFIX) and family not in trained:
             raise ConfigError(
                 f"config key models.{name}.source: {source!r} names a model trained by the "
-                f"workflow (rule train_tera); use a family it trains ({', '.join(trained)}), "
-                f"not {family}"
+                f"workflow (rule train_tera); use family {' or '.join(trained)}, not {family}"
             )
         if family in trained and not source:
             raise ConfigError(

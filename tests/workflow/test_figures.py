@@ -195,7 +195,7 @@ def test_attention_figures_plot_the_runs_tables(tiny_run):
         best = summary[
             (summary["method"] == method)
             & (summary["level"] == "head")
-            & (summary["statistic"] == "best")
+            & (summary["statistic"] == "best_in_sample")
         ].iloc[0]
         image = np.asarray(ax.get_images()[0].get_array(), float)
         assert image.shape == (4, 6)  # whisper tiny.en decoder: 4 layers x 6 heads

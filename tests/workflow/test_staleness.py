@@ -65,10 +65,11 @@ class Source:
         return rules
 
     def figures(self) -> set[str]:
-        """Rules of the figures stage: downstream of tables, they may rerun with them (the
-        corpus summary is drawn from the corpus alone)."""
+        """Rules of the figures stage and the findings page: downstream of tables, they may
+        rerun with them (the corpus summary is drawn from the corpus alone)."""
         rules = self.rules()
-        return {r for r, (f, _) in rules.items() if f.startswith("figures")} - {"corpus_summary"}
+        report = ("figures", "findings")
+        return {r for r, (f, _) in rules.items() if f.startswith(report)} - {"corpus_summary"}
 
     def rules_using(self, module: str) -> set[str]:
         """Rules whose script imports ``module``, directly or through speechlens modules."""
