@@ -129,6 +129,27 @@ class Adapter(abc.ABC):
         self.options = dict(options)
         self._loaded = False
 
+    # ------------------------------------------------------------------ shared helpers
+
+    def check_max_length(self, waves: Sequence[np.ndarray], what: str) -> None:
+        """Raise :class:`AdapterError` naming the first waveform longer than
+        :attr:`max_samples` (``what``: the part of the model with that limit)."""
+        for i, wave in enumerate(waves):
+            if self.max_samples is not None and len(wave) > self.max_samples:
+                raise AdapterError(
+                    f"{self.family}: utterance {i} is {len(wave) / self.sample_rate:.2f} s long; "
+                    f"{what} takes at most {self.max_samples / self.sample_rate:g} s. Split "
+                    f"longer recordings into utterances of at most "
+                    f"{self.max_samples / self.sample_rate:g} s."
+                )
+
+    def empty_outputs(self, n: int) -> tuple[list[Any], list[Any]]:
+        """Per-utterance hidden states ``(layer, 0, feature)`` and attentions ``(block, head,
+        0, 0)`` with no frames, for ``n`` utterances (filled in for those that give frames)."""
+        hidden = [np.zeros((self.num_layers, 0, self.hidden_size), np.float32) for _ in range(n)]
+        attn = [np.zeros((self.num_layers - 1, self.num_heads, 0, 0), np.float32) for _ in range(n)]
+        return hidden, attn
+
     # ------------------------------------------------------------------ interface
 
     @abc.abstractmethod

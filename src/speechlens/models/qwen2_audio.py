@@ -180,20 +180,9 @@ class Qwen2AudioAdapter(HFAdapter):
                 "qwen2-audio: attention weights are on the encoder's 50 Hz grid; use the "
                 "model option `grid: encoder` for attention analyses"
             )
-        for i, wave in enumerate(waves):
-            if len(wave) > self.max_samples:
-                raise AdapterError(
-                    f"qwen2-audio: utterance {i} is {len(wave) / self.sample_rate:.2f} s long; "
-                    f"the encoder takes at most {self.max_samples / self.sample_rate:g} s. "
-                    "Split longer recordings into utterances of at most 30 s."
-                )
+        self.check_max_length(waves, "the encoder")
         counts = [self.frame_count(len(w)) for w in waves]
-        hidden: list[Any] = [
-            np.zeros((self.num_layers, 0, self.hidden_size), np.float32) for _ in waves
-        ]
-        attn: list[Any] = [
-            np.zeros((self.num_layers - 1, self.num_heads, 0, 0), np.float32) for _ in waves
-        ]
+        hidden, attn = self.empty_outputs(len(waves))
         run = [i for i, c in enumerate(counts) if c > 0]
         if run:
             keep = max(counts[i] for i in run)

@@ -120,20 +120,9 @@ class WhisperAdapter(HFAdapter):
         self, batch: Sequence[np.ndarray], *, output_attentions: bool = False
     ) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
         waves = self._check_batch(batch)
-        for i, wave in enumerate(waves):
-            if len(wave) > self.max_samples:
-                raise AdapterError(
-                    f"whisper: utterance {i} is {len(wave) / self.sample_rate:.2f} s long; the "
-                    f"Whisper encoder takes at most {self.max_samples / self.sample_rate:g} s. "
-                    "Split longer recordings into utterances of at most 30 s."
-                )
+        self.check_max_length(waves, "the Whisper encoder")
         counts = [self.frame_count(len(w)) for w in waves]
-        hidden: list[Any] = [
-            np.zeros((self.num_layers, 0, self.hidden_size), np.float32) for _ in waves
-        ]
-        attn: list[Any] = [
-            np.zeros((self.num_layers - 1, self.num_heads, 0, 0), np.float32) for _ in waves
-        ]
+        hidden, attn = self.empty_outputs(len(waves))
         run = [i for i, c in enumerate(counts) if c > 0]
         if run:
             keep = max(counts)
