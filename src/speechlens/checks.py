@@ -27,6 +27,7 @@ def check_references(config: Mapping) -> None:
     ``config`` is the validated config (schema defaults filled).
     """
     _check_cka_pairs(config)
+    _check_task_models(config)
     _check_reduced_stores(config)
     _check_training(config)
     _check_training_separation(config)
@@ -58,13 +59,33 @@ def _check_cka_pairs(config: Mapping) -> None:
             )
 
 
+def task_models(config: Mapping, task: str) -> list[str]:
+    """The models probed on task ``task`` (``probing.tasks.<task>.models``; null = every
+    configured model), sorted."""
+    named = config["probing"]["tasks"][task].get("models")
+    return sorted(config["models"] if named is None else named)
+
+
+def probed_pairs(config: Mapping) -> list[tuple[str, str]]:
+    """Every ``(model, task)`` pair that has a probe job, sorted by model then task."""
+    tasks = config["probing"]["tasks"]
+    return sorted((model, task) for task in tasks for model in task_models(config, task))
+
+
+def _check_task_models(config: Mapping) -> None:
+    """A task's ``models`` must name configured models."""
+    for task, entry in config["probing"]["tasks"].items():
+        for i, name in enumerate(entry.get("models") or []):
+            _model_family(config, f"probing.tasks.{task}.models[{i}]", name)
+
+
 def _check_reduced_stores(config: Mapping) -> None:
     """Probing tasks and CKA pairs must fit each model's store (``features.pool``): a frame
     task needs frames or segments; a reduced store in a CKA pair needs ``align: segment`` on
     its tier (:func:`speechlens.probing.check_task_stores`,
     :func:`speechlens.cka.check_pairs`)."""
     from speechlens.cka import check_pairs
-    from speechlens.probing import check_task_stores
+    from speechlens.probing.task import check_task_stores
 
     features = {
         name: {**config["features"], **(spec.get("features") or {})}
@@ -72,7 +93,9 @@ def _check_reduced_stores(config: Mapping) -> None:
     }
     cka = config["cka"]
     try:
-        check_task_stores(config["probing"]["tasks"], features)
+        for task, entry in config["probing"]["tasks"].items():
+            models = task_models(config, task)
+            check_task_stores({task: entry}, {m: features[m] for m in models})
         check_pairs(cka["pairs"], features, cka["align"], cka["tier"])
     except ValueError as err:
         raise ConfigError(str(err)) from err

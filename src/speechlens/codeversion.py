@@ -6,16 +6,23 @@ rule's jobs whenever that string changes.
 
 The string is a sha256 over the modules a script imports and every ``speechlens`` module
 those import, transitively (the import closure, read from the source with :mod:`ast`;
-nothing is imported). Each module counts by its syntax tree without docstrings, so edits
-to comments, docstrings, blank lines or formatting change nothing, while any change to code
-does. The top-level ``speechlens/__init__.py`` only holds ``__version__`` and is left out: a
+nothing is imported; a ``speechlens`` module named in a string constant counts as imported,
+as packages name the modules they import on first use). Each module counts by its syntax
+tree without docstrings, so edits to comments, docstrings, blank lines or formatting change
+nothing, while any change to code does. The top-level ``speechlens/__init__.py`` only holds ``__version__`` and is left out: a
 version bump alone reruns nothing (stores and tables record the version anyway).
+
+Parsing the package takes about a second; :func:`load_cache` and :func:`save_cache` keep the
+per-file results between Snakemake runs (the workflow keeps them in
+``.snakemake/speechlens/code_versions.json``), keyed by file path, modification time (ns)
+and size, so a no-op run re-reads only files that changed.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
 from pathlib import Path
 
 PACKAGE = "speechlens"
@@ -23,6 +30,51 @@ ROOT = Path(__file__).resolve().parent
 """The folder of the ``speechlens`` package; modules are found here, never imported."""
 
 _PARSED: dict[tuple, tuple[str, tuple[str, ...]]] = {}
+_SAVED: set[tuple] = set()  # keys of _PARSED that are in the cache file already
+
+
+def load_cache(path: str | Path) -> None:
+    """Add the per-file results saved by :func:`save_cache` at ``path`` (if any) to this
+    process' cache. A missing, unreadable or foreign file is ignored: it only costs time."""
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))
+        parsed = {
+            (str(e["path"]), int(e["mtime_ns"]), int(e["size"])): (
+                str(e["digest"]),
+                tuple(str(d) for d in e["imports"]),
+            )
+            for e in entries
+        }
+    except (OSError, ValueError, TypeError, KeyError):
+        return
+    _PARSED.update(parsed)
+    _SAVED.update(parsed)
+
+
+def _current(key: tuple) -> bool:
+    """Whether the file of cache key ``(path, mtime_ns, size)`` still has that time and size."""
+    try:
+        stat = Path(key[0]).stat()
+    except OSError:
+        return False
+    return (stat.st_mtime_ns, stat.st_size) == key[1:]
+
+
+def save_cache(path: str | Path) -> None:
+    """Write this process' per-file results to ``path`` (atomically), when it parsed a file
+    that the file does not hold yet."""
+    from speechlens.atomic import write_text
+
+    if set(_PARSED) <= _SAVED:
+        return
+    entries = [
+        {"path": p, "mtime_ns": t, "size": s, "digest": d, "imports": list(i)}
+        for (p, t, s), (d, i) in sorted(_PARSED.items())
+        if _current((p, t, s))  # older versions of edited files are dropped
+    ]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(entries))
+    _SAVED.update(_PARSED)
 
 
 class CodeVersionError(ValueError):
@@ -71,6 +123,14 @@ def _imports(tree: ast.AST, package: str, root: Path) -> list[str]:
             imported.add(module)
             # `from speechlens import store` imports the submodule speechlens.store
             imported.update(f"{module}.{alias.name}" for alias in node.names)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.startswith(f"{PACKAGE}.")
+        ):
+            # a module imported on first use names it in a string (a package's lazy
+            # exports, importlib.import_module("speechlens.x")): it counts as imported
+            imported.add(node.value)
     return sorted(m for m in imported if _module_file(m, root) is not None)
 
 

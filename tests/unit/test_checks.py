@@ -10,7 +10,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from speechlens.checks import check_references, families_with
+from speechlens.checks import check_references, families_with, probed_pairs, task_models
 from speechlens.config import ConfigError
 from speechlens.models import ADAPTERS, has_capability
 from tests.conftest import REPO
@@ -101,6 +101,10 @@ def test_the_tiny_config_passes():
             "attention.models",
         ),
         (
+            lambda c: c["probing"]["tasks"]["language"].update(models=["logmel", "ghost"]),
+            "config key probing.tasks.language.models[1]: model 'ghost' is not in `models`",
+        ),
+        (
             lambda c: c["saliency"].update(models=["ghost"]),
             "config key saliency.models[0]: model 'ghost' is not in `models`",
         ),
@@ -115,6 +119,29 @@ def test_a_bad_reference_names_its_key(mutate, expected):
     config = validated(mutate)
     with pytest.raises(ConfigError, match=re.escape(expected)):
         check_references(config)
+
+
+def test_a_task_runs_on_its_models_only():
+    """`probing.tasks.<task>.models` chooses the probe jobs; null = every model."""
+    config = validated(lambda c: c["probing"]["tasks"]["language"].update(models=["tera_tr"]))
+    check_references(config)
+    assert task_models(config, "phone") == ["logmel", "tera_tr", "whisper_tiny_en"]
+    assert task_models(config, "language") == ["tera_tr"]
+    assert probed_pairs(config) == [
+        ("logmel", "phone"),
+        ("tera_tr", "language"),
+        ("tera_tr", "phone"),
+        ("whisper_tiny_en", "phone"),
+    ]
+
+
+def test_a_task_models_list_is_not_part_of_what_a_job_computes():
+    """The probe job's params leave `models` out: probing one more model reruns no job."""
+    from speechlens.probing import resolve_task, task_params
+
+    entry = {"level": "utterance", "source": "language", "models": ["logmel"]}
+    assert task_params(entry) == {"level": "utterance", "source": "language"}
+    assert resolve_task(entry, "language") == resolve_task(task_params(entry), "language")
 
 
 def test_checks_follow_the_declared_capabilities(monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from ast import parse as ast_parse
 
 import pytest
 
@@ -82,6 +83,39 @@ def test_a_code_edit_in_any_imported_module_changes_it(package):
     assert code_version("speechlens.corpora", root=package) == corpora  # imports none
 
 
+def test_the_cache_between_runs_never_hides_an_edit(package, tmp_path, monkeypatch):
+    """The per-file cache (kept by the workflow between runs) is keyed by path, time and
+    size: a run that loads it gives the same versions, and an edited file is re-read."""
+    from speechlens import codeversion as cv
+
+    monkeypatch.setattr(cv, "_PARSED", {})
+    monkeypatch.setattr(cv, "_SAVED", set())
+    cache = tmp_path / "cache" / "code_versions.json"
+    before = cv.code_version("speechlens.probing", root=package)
+    cv.save_cache(cache)
+    saved = cache.read_text()
+    assert str(package / "labels.py") in saved
+
+    monkeypatch.setattr(cv, "_PARSED", {})  # a new run: nothing parsed yet ...
+    monkeypatch.setattr(cv, "_SAVED", set())
+    cv.load_cache(cache)
+    parsed = []
+    monkeypatch.setattr(cv.ast, "parse", lambda *a, **k: parsed.append(a) or ast_parse(*a, **k))
+    assert cv.code_version("speechlens.probing", root=package) == before
+    assert parsed == []  # ... and every file came from the cache
+    labels = package / "labels.py"
+    labels.write_text(labels.read_text() + "\nEDITED = 1\n")
+    assert cv.code_version("speechlens.probing", root=package) != before
+    assert len(parsed) == 1  # only the edited file was parsed again
+    cv.save_cache(cache)
+    assert cache.read_text().count(str(labels)) == 1  # its old entry is dropped
+
+    cache.write_text("not json")  # a damaged cache only costs time
+    monkeypatch.setattr(cv, "_PARSED", {})
+    cv.load_cache(cache)
+    assert cv.code_version("speechlens.probing", root=package) != before
+
+
 def test_relative_imports_are_followed(tmp_path):
     root = tmp_path / "speechlens"
     (root / "sub").mkdir(parents=True)
@@ -97,6 +131,29 @@ def test_relative_imports_are_followed(tmp_path):
     before = code_version("speechlens.sub", root=root)
     (root / "b.py").write_text("def f():\n    return 2\n")
     assert code_version("speechlens.sub", root=root) != before
+
+
+def test_modules_imported_on_first_use_count(tmp_path):
+    """A package that imports a module lazily names it in a string (PEP 562 exports,
+    importlib): the module is part of the closure, so editing it changes the version."""
+    root = tmp_path / "speechlens"
+    (root / "sub").mkdir(parents=True)
+    (root / "__init__.py").write_text('__version__ = "0"\n')
+    (root / "sub" / "__init__.py").write_text(
+        'import importlib\n_LAZY = {"speechlens.sub.heavy": ("f",)}\n'
+        'NOT_A_MODULE = "speechlens.sub.missing"\n'
+    )
+    (root / "sub" / "heavy.py").write_text("def f():\n    return 1\n")
+    assert module_closure("speechlens.sub", root=root) == ["speechlens.sub", "speechlens.sub.heavy"]
+    before = code_version("speechlens.sub", root=root)
+    (root / "sub" / "heavy.py").write_text("def f():\n    return 2\n")
+    assert code_version("speechlens.sub", root=root) != before
+
+
+def test_the_probing_package_counts_its_lazy_modules():
+    closure = module_closure("speechlens.probing")
+    assert {"speechlens.probing.run", "speechlens.probing.estimators"} <= set(closure)
+    assert "speechlens.probes.weighted_sum" in closure  # imported inside a function
 
 
 def test_bad_names_are_errors_naming_them(tmp_path):

@@ -183,6 +183,19 @@ def test_adding_a_model_runs_only_its_branch(copy, source, tmp_path):
     }
 
 
+def test_limiting_a_task_to_some_models_reruns_no_probe(copy, source, tmp_path):
+    """`probing.tasks.<task>.models` removes jobs; the remaining probes stay as they are (the
+    figures and findings that draw the task are redrawn: their inputs changed)."""
+    changed = tiny_with(
+        tmp_path, lambda c: c["probing"]["tasks"]["language"].update(models=["logmel"])
+    )
+    assert plan(copy, source, changed) == {}
+    rows = cli.summary(copy, configfile=changed, **source.kw())
+    dag = {r["output_file"] for r in rows}
+    assert f"{WHISPER}/probes/language.tsv" not in dag
+    assert "results/tiny/logmel/probes/language.tsv" in dag
+
+
 def test_corpus_change_reruns_everything_downstream(copy, source, tmp_path):
     changed = tiny_with(tmp_path, lambda c: c["corpora"]["tiny"].update(seed=4))
     rows = cli.summary(copy, configfile=changed, **source.kw())

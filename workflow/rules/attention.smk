@@ -16,6 +16,7 @@ rule head_types:
         "logs/{corpus}/{model}/attention/head_types.log",
     benchmark:
         "logs/{corpus}/{model}/attention/head_types.benchmark.tsv"
+    priority: PRIORITY_MODEL_JOB
     conda:
         ENV
     threads: config["attention"]["threads"]
@@ -48,6 +49,7 @@ rule head_ablation:
         "logs/{corpus}/{model}/attention/ablation.log",
     benchmark:
         "logs/{corpus}/{model}/attention/ablation.benchmark.tsv"
+    priority: PRIORITY_MODEL_JOB
     conda:
         ENV
     threads: config["attention"]["threads"]
@@ -60,8 +62,8 @@ rule head_ablation:
         corpus=corpus_spec,
         settings=attention_settings(),
         task_name=config["attention"]["ablation"]["task"],
-        task=lambda wildcards: config["probing"]["tasks"].get(
-            config["attention"]["ablation"]["task"]
+        task=lambda wildcards: task_params(
+            config["probing"]["tasks"][config["attention"]["ablation"]["task"]]
         ),
         probe_settings=config["probing"]["settings"],
         code=code_version("head_ablation.py"),

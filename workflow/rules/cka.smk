@@ -7,6 +7,8 @@ rule cka_within:
         directory("results/{corpus}/{model}/cka.zarr"),
     log:
         "logs/{corpus}/{model}/cka.log",
+    benchmark:
+        "logs/{corpus}/{model}/cka.benchmark.tsv"
     conda:
         ENV
     threads: config["cka"]["threads"]
@@ -29,6 +31,8 @@ rule cka_across:
         directory("results/{corpus}/cka/{model_a}--{model_b}.zarr"),
     log:
         "logs/{corpus}/cka/{model_a}--{model_b}.log",
+    benchmark:
+        "logs/{corpus}/cka/{model_a}--{model_b}.benchmark.tsv"
     conda:
         ENV
     threads: config["cka"]["threads"]

@@ -3,7 +3,14 @@
 # do (speechlens.models.has_capability), never named.
 from snakemake.sourcecache import LocalSourceFile
 
-from speechlens.checks import analysed_corpora, check_references, trained_languages
+from speechlens import codeversion
+from speechlens.checks import (
+    analysed_corpora,
+    check_references,
+    probed_pairs,
+    task_models,
+    trained_languages,
+)
 from speechlens.config import check_config
 from speechlens.models import has_capability
 
@@ -21,6 +28,12 @@ wildcard_constraints:
     shards="[0-9]+",
 
 
+# Scheduling: the inputs first (corpora built, models converted or trained, the training-
+# separation check), then the jobs that run a model (a minute or more each) before the
+# analyses that take seconds, so that the short jobs fill the cores around the long ones.
+PRIORITY_INPUTS = 20
+PRIORITY_MODEL_JOB = 10
+
 ENV = "../envs/speechlens.yaml"  # every dependency (torch, transformers, ...)
 FIGURES_ENV = "../envs/figures.yaml"  # tables and pages only, no torch (provenance)
 
@@ -33,14 +46,18 @@ def workflow_file(path):
     return workflow.source_path(f"../{path}")  # relative to this file's folder
 
 
+# Parsed library files are kept between runs (speechlens.codeversion: keyed by path, time
+# and size), so that a no-op run does not re-parse the package; saved by the Snakefile.
+CODE_VERSIONS_CACHE = Path(".snakemake", "speechlens", "code_versions.json").absolute()
+codeversion.load_cache(CODE_VERSIONS_CACHE)
+
+
 def code_version(script):
     """`params: code=code_version("probe.py")`: a hash of the speechlens code that the rule's
     script (workflow/scripts/<script>) imports, transitively; a code edit there (not a
     comment, docstring or formatting edit) reruns the rule's jobs through the params trigger.
     """
-    from speechlens.codeversion import script_code_version
-
-    return script_code_version(workflow_file(f"scripts/{script}"))
+    return codeversion.script_code_version(workflow_file(f"scripts/{script}"))
 
 
 def corpus_spec(wildcards):
@@ -58,12 +75,11 @@ def all_outputs():
             ],
             corpus=analysed_corpora(config),
         )
-        + expand(
-            "results/{corpus}/{model}/probes/{task}.tsv",
-            corpus=analysed_corpora(config),
-            model=sorted(config["models"]),
-            task=sorted(config["probing"]["tasks"]),
-        )
+        + [
+            f"results/{corpus}/{model}/probes/{task}.tsv"
+            for corpus in analysed_corpora(config)
+            for model, task in probed_pairs(config)
+        ]
         + expand(
             "results/{corpus}/{model}/cka.zarr",
             corpus=analysed_corpora(config) if config["cka"]["within"] else [],

@@ -8,6 +8,9 @@ rule corpus:
         audio=directory("resources/corpora/{corpus}/audio"),
     log:
         "logs/corpora/{corpus}.log",
+    benchmark:
+        "logs/corpora/{corpus}.benchmark.tsv"
+    priority: PRIORITY_INPUTS
     conda:
         ENV
     threads: 8

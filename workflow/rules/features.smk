@@ -11,6 +11,7 @@ rule features_shard:
         "logs/{corpus}/{model}/shards/{shard}-of-{shards}.log",
     benchmark:
         "logs/{corpus}/{model}/shards/{shard}-of-{shards}.benchmark.tsv"
+    priority: PRIORITY_MODEL_JOB
     conda:
         ENV
     threads: lambda wildcards: features_settings(wildcards)["threads"]
@@ -37,6 +38,7 @@ rule features:
         "logs/{corpus}/{model}/features.log",
     benchmark:
         "logs/{corpus}/{model}/features.benchmark.tsv"
+    priority: PRIORITY_MODEL_JOB
     conda:
         ENV
     threads: lambda wildcards: features_settings(wildcards)["threads"]

@@ -24,15 +24,15 @@ def weighted_sum_tasks():
 
 
 def probe_tables(tasks, models):
-    """Input function: the probe tables of the given tasks and models of a corpus."""
+    """Input function: the probe tables of the given tasks and models of a corpus (the
+    pairs that are probed: a task's `models` may leave some out)."""
 
     def tables(wildcards):
-        return expand(
-            "results/{corpus}/{model}/probes/{task}.tsv",
-            corpus=wildcards.corpus,
-            model=models,
-            task=tasks,
-        )
+        return [
+            f"results/{wildcards.corpus}/{model}/probes/{task}.tsv"
+            for model, task in probed_pairs(config)
+            if model in models and task in tasks
+        ]
 
     return tables
 

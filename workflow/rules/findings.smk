@@ -22,8 +22,7 @@ rule findings:
         ENV
     params:
         models=findings_models(),
-        tasks=sorted(config["probing"]["tasks"]),
-        probe_models=sorted(config["models"]),
+        probed=probed_pairs(config),  # (model, task) of each input.probes table
         attention_models=lambda wildcards, input: [
             p.split("/")[2] for p in input.ablation
         ],

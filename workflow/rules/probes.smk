@@ -1,4 +1,4 @@
-from speechlens.probing import check_tasks
+from speechlens.probing.task import check_tasks, task_params
 
 # A bad task (e.g. control.by naming the task's source) stops start-up, naming the key;
 # a task a model's reduced store cannot serve is caught by check_references (Snakefile).
@@ -27,7 +27,7 @@ rule probe:
             and config["probing"]["settings"]["linear_device"] != "cpu"
         ),
     params:
-        task=lambda wildcards: config["probing"]["tasks"][wildcards.task],
+        task=lambda wildcards: task_params(config["probing"]["tasks"][wildcards.task]),
         settings=config["probing"]["settings"],
         code=code_version("probe.py"),
     script:

@@ -21,6 +21,7 @@ rule cross_attention_saliency:
         "logs/{corpus}/{model}/attention/cross_attention_saliency.log",
     benchmark:
         "logs/{corpus}/{model}/attention/cross_attention_saliency.benchmark.tsv"
+    priority: PRIORITY_MODEL_JOB
     conda:
         ENV
     threads: config["saliency"]["threads"]

@@ -26,6 +26,7 @@ rule train_tera:
         "logs/models/tera_{language}.log",
     benchmark:
         "logs/models/tera_{language}.benchmark.tsv"
+    priority: PRIORITY_INPUTS
     conda:
         ENV
     threads: config["training"]["threads"]
@@ -57,6 +58,7 @@ rule training_separation:
         "logs/training/separation/{corpus}.log",
     conda:
         ENV
+    priority: PRIORITY_INPUTS
     params:
         training_corpus=TRAINING_CORPUS,
         languages=TRAINED_LANGUAGES,

@@ -5,9 +5,8 @@ from speechlens.logs import log_to
 
 with log_to(snakemake.log[0]):
     p = snakemake.params
-    keys = [(m, t) for m in p.probe_models for t in p.tasks]
     results = read_results(
-        dict(zip(keys, snakemake.input.probes, strict=True)),
+        dict(zip(map(tuple, p.probed), snakemake.input.probes, strict=True)),
         p.models,
         ablation=dict(zip(p.attention_models, snakemake.input.ablation, strict=True)),
         saliency=dict(zip(p.saliency_models, snakemake.input.saliency, strict=True)),

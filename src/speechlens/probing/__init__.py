@@ -18,29 +18,9 @@ One concern per module, data flowing one way:
   :func:`check_task_stores` checks the config's tasks against each model's store settings.
 """
 
+import importlib
+
 from speechlens.probing.control import control_labels, unit_identities
-from speechlens.probing.estimators import make_probe
-from speechlens.probing.folds import group_folds, make_splits
-from speechlens.probing.run import (
-    COLUMNS,
-    EMBEDDING_PREFIX,
-    TABLE,
-    TaskData,
-    embedding_layer,
-    load_task,
-    probe_arrays,
-    run_task,
-    task_view,
-)
-from speechlens.probing.sampling import (
-    Sample,
-    draw_samples,
-    frame_samples,
-    read_embeddings,
-    read_features,
-    utterance_samples,
-    where_mask,
-)
 from speechlens.probing.task import (
     LEVELS,
     PROBES,
@@ -53,9 +33,49 @@ from speechlens.probing.task import (
     check_tasks,
     default_tasks,
     resolve_task,
+    task_params,
 )
 
-__all__ = [
+# Imported on first use (PEP 562): they import scikit-learn, which the workflow's start-up
+# (config checks through .task) does not need. speechlens.codeversion counts these module
+# names as imports, so a code edit in them still reruns the rules that use this package.
+_LAZY = {
+    "speechlens.probing.estimators": ("make_probe",),
+    "speechlens.probing.folds": ("group_folds", "make_splits"),
+    "speechlens.probing.run": (
+        "COLUMNS",
+        "EMBEDDING_PREFIX",
+        "TABLE",
+        "TaskData",
+        "embedding_layer",
+        "load_task",
+        "probe_arrays",
+        "run_task",
+        "task_view",
+    ),
+    "speechlens.probing.sampling": (
+        "Sample",
+        "draw_samples",
+        "frame_samples",
+        "read_embeddings",
+        "read_features",
+        "utterance_samples",
+        "where_mask",
+    ),
+}
+_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [  # the eager names above and the lazy ones of _LAZY
     "COLUMNS",
     "EMBEDDING_PREFIX",
     "LEVELS",
@@ -84,6 +104,7 @@ __all__ = [
     "read_features",
     "resolve_task",
     "run_task",
+    "task_params",
     "task_view",
     "unit_identities",
     "utterance_samples",

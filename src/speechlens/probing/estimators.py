@@ -41,8 +41,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from speechlens.probes.grouped_mlp import GroupedEarlyStoppingMLP
-from speechlens.probes.linear_torch import TorchLogisticRegression
-from speechlens.probes.weighted_sum import WeightedSumClassifier
 from speechlens.probing.task import ProbingError, Task
 
 #: Probes whose fits can stop at an iteration limit (counted as ``not_converged`` rows).
@@ -56,6 +54,8 @@ def make_probe(name: str, task: Task, settings: dict):
     ``probing.settings`` with the schema's defaults filled."""
     seed = task.seed
     if name == "linear" and settings["linear_backend"] == "torch":
+        from speechlens.probes.linear_torch import TorchLogisticRegression  # torch: on use
+
         return TorchLogisticRegression(
             C=settings["linear_c"],
             max_iter=settings["linear_max_iter"],
@@ -82,6 +82,8 @@ def make_probe(name: str, task: Task, settings: dict):
             seed=seed,
         )
     elif name == "weighted_sum":
+        from speechlens.probes.weighted_sum import WeightedSumClassifier  # torch: on use
+
         return WeightedSumClassifier(
             epochs=settings["weighted_sum_epochs"],
             batch_size=settings["weighted_sum_batch_size"],

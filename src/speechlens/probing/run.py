@@ -341,15 +341,18 @@ def _with_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _versions() -> dict:
+    """Versions of the packages a probe job runs on (torch read from its metadata: a job
+    without a torch probe does not import it)."""
+    from importlib.metadata import version
+
     import sklearn
-    import torch
 
     import speechlens
 
     return {
         "speechlens": speechlens.__version__,
         "scikit-learn": sklearn.__version__,
-        "torch": torch.__version__,
+        "torch": version("torch"),
         "numpy": np.__version__,
         "pandas": pd.__version__,
         "python": platform.python_version(),

@@ -30,6 +30,10 @@ SUPERVISED = ("linear", "knn", "mlp", "weighted_sum")
 #: phone's slot in the word tier at frame level, the sentence text at utterance level.
 DEFAULT_CONTROL_BY = {"frame": ("word",), "utterance": ("text",)}
 
+#: Task keys that choose where a task runs (which models), not what it computes: they are
+#: not part of :class:`Task` and never a job's params (:func:`task_params`).
+TARGETING_KEYS = ("models",)
+
 
 class ProbingError(ValueError):
     """A task cannot be probed on the given store and corpus; the message says why."""
@@ -116,7 +120,7 @@ def resolve_task(task: Mapping | Task, name: str | None = None) -> Task:
     unknown = set(task) - known
     if unknown:
         raise ProbingError(f"{key}: unknown task keys {sorted(unknown)}")
-    out = {"level": None, "source": None, **schema.defaults("$defs.task"), **task}
+    out = {"level": None, "source": None, **schema.defaults("$defs.task"), **task_params(task)}
     if out["level"] not in LEVELS:
         raise ProbingError(f"{key}: task level {out['level']!r}: use one of {LEVELS}")
     if not out["source"]:
@@ -148,6 +152,12 @@ def resolve_task(task: Mapping | Task, name: str | None = None) -> Task:
         control=_control(out["control"], out["level"], str(out["source"]), key),
         where=out["where"],
     )
+
+
+def task_params(task: Mapping) -> dict:
+    """A task's config entry without its :data:`TARGETING_KEYS`: what a probe job computes
+    from (a rule's ``params``), so that probing one more model reruns no finished job."""
+    return {k: v for k, v in task.items() if k not in TARGETING_KEYS}
 
 
 def check_tasks(tasks: Mapping[str, Mapping]) -> dict[str, Task]:
