@@ -5,14 +5,33 @@ Every figure shares :mod:`speechlens.plotting.style`: Okabe-Ito line colours and
 heatmaps (colour-blind safe), fonts >= 7 pt, widths of a paper column (3.3 in) or page (7 in).
 """
 
-from speechlens.plotting.attention import plot_ablation, plot_head_types
-from speechlens.plotting.cka import plot_cka_across, plot_cka_within
-from speechlens.plotting.corpus import plot_corpus_summary
-from speechlens.plotting.probes import plot_layer_weights, plot_probe_curves, read_probe_tables
-from speechlens.plotting.saliency import plot_cross_attention_saliency
+import importlib
+
 from speechlens.plotting.style import OKABE_ITO
 
-__all__ = [
+# Imported on first use (PEP 562): a figure job loads only its figure's module (the
+# attention figures read tables whose modules import torch). speechlens.codeversion counts
+# these module names as imports.
+_LAZY = {
+    "speechlens.plotting.attention": ("plot_ablation", "plot_head_types"),
+    "speechlens.plotting.cka": ("plot_cka_across", "plot_cka_within"),
+    "speechlens.plotting.corpus": ("plot_corpus_summary",),
+    "speechlens.plotting.probes": ("plot_layer_weights", "plot_probe_curves", "read_probe_tables"),
+    "speechlens.plotting.saliency": ("plot_cross_attention_saliency",),
+}
+_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [  # OKABE_ITO and the lazy names of _LAZY
     "OKABE_ITO",
     "plot_ablation",
     "plot_cka_across",
