@@ -11,9 +11,9 @@ rule convert_pypi_model:
         "logs/models/{checkpoint}.log",
     benchmark:
         "logs/models/{checkpoint}.benchmark.tsv"
+    priority: PRIORITY_INPUTS
     conda:
         ENV
-    priority: PRIORITY_INPUTS
     params:
         family=pypi_family,
         source=pypi_source,

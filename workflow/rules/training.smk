@@ -56,9 +56,9 @@ rule training_separation:
         "resources/training/separation/{corpus}.tsv",
     log:
         "logs/training/separation/{corpus}.log",
+    priority: PRIORITY_INPUTS
     conda:
         ENV
-    priority: PRIORITY_INPUTS
     params:
         training_corpus=TRAINING_CORPUS,
         languages=TRAINED_LANGUAGES,
