@@ -9,8 +9,9 @@ those import, transitively (the import closure, read from the source with :mod:`
 nothing is imported; a ``speechlens`` module named in a string constant counts as imported,
 as packages name the modules they import on first use). Each module counts by its syntax
 tree without docstrings, so edits to comments, docstrings, blank lines or formatting change
-nothing, while any change to code does. The top-level ``speechlens/__init__.py`` only holds ``__version__`` and is left out: a
-version bump alone reruns nothing (stores and tables record the version anyway).
+nothing, while any change to code does. The top-level ``speechlens/__init__.py`` only holds
+``__version__`` and is left out: a version bump alone reruns nothing (stores and tables
+record the version anyway).
 
 Parsing the package takes about a second; :func:`load_cache` and :func:`save_cache` keep the
 per-file results between Snakemake runs (the workflow keeps them in
