@@ -8,6 +8,7 @@ CORES  ?= all
 # offline variant), run in its own folder runs/<name>/ so studies never share outputs.
 STUDY  ?=
 CONFIG := $(if $(STUDY),--configfile config/studies/$(STUDY).yaml --directory runs/$(STUDY),)
+# Where the outputs land (paths given to snakemake are relative to --directory: results/...).
 OUT    := $(if $(STUDY),runs/$(STUDY)/,)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -32,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) $(CONFIG) --report $(OUT)results/report.html --report-after-run
+	$(BIN)/snakemake --cores $(CORES) $(CONFIG) --report results/report.html --report-after-run
 	@echo
 	@echo "Figures: $(OUT)results/figures/<corpus>/   Report: $(OUT)results/report.html (open it in a browser)"
 

@@ -34,3 +34,28 @@ def test_study_config_plans_its_analyses(path: Path, tmp_path):
     rules = set(cli.planned(tmp_path, configfile=path).values())
     missing = NEEDS[path.name.removesuffix(".yaml").removesuffix(".offline")] - rules
     assert not missing, f"{path.name} plans no {sorted(missing)}"
+
+
+def test_make_run_study_writes_its_report_inside_the_study_folder():
+    """`make run STUDY=<name>` runs snakemake in runs/<name>/ (--directory): the report path
+    is resolved there, so it must be given relative to it (runs/<name>/results/report.html,
+    the path the command prints), not runs/<name>/runs/<name>/..."""
+    import shlex
+    import subprocess
+
+    study = "speech_vs_speaker_models.offline"
+    out = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", "run", f"STUDY={study}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    command = next(line for line in out.splitlines() if "snakemake" in line)
+    args = shlex.split(command)
+    folder = Path(args[args.index("--directory") + 1])
+    report = Path(args[args.index("--report") + 1])
+    assert folder == Path("runs") / study
+    assert not report.is_absolute()
+    assert folder / report == Path("runs") / study / "results" / "report.html"
+    assert f"runs/{study}/results/report.html" in out  # what the user is told to open
