@@ -5,8 +5,7 @@ Every figure shares :mod:`speechlens.plotting.style`: Okabe-Ito line colours and
 heatmaps (colour-blind safe), fonts >= 7 pt, widths of a paper column (3.3 in) or page (7 in).
 """
 
-import importlib
-
+from speechlens.lazy import lazy_getattr
 from speechlens.plotting.style import OKABE_ITO
 
 # Imported on first use (PEP 562): a figure job loads only its figure's module (the
@@ -19,16 +18,7 @@ _LAZY = {
     "speechlens.plotting.probes": ("plot_layer_weights", "plot_probe_curves", "read_probe_tables"),
     "speechlens.plotting.saliency": ("plot_cross_attention_saliency",),
 }
-_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
-
-
-def __getattr__(name: str):
-    module = _LAZY_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)
 
 
 __all__ = [  # OKABE_ITO and the lazy names of _LAZY

@@ -18,8 +18,7 @@ One concern per module, data flowing one way:
   :func:`check_task_stores` checks the config's tasks against each model's store settings.
 """
 
-import importlib
-
+from speechlens.lazy import lazy_getattr
 from speechlens.probing.control import control_labels, unit_identities
 from speechlens.probing.task import (
     LEVELS,
@@ -63,16 +62,7 @@ _LAZY = {
         "where_mask",
     ),
 }
-_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
-
-
-def __getattr__(name: str):
-    module = _LAZY_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)
 
 
 __all__ = [  # the eager names above and the lazy ones of _LAZY
