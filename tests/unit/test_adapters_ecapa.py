@@ -20,7 +20,7 @@ import torch
 
 from speechlens.models import ADAPTERS, has_capability
 from speechlens.models.base import AdapterError, ModelSourceError
-from speechlens.models.ecapa import ECAPA_TDNN
+from speechlens.models.ecapa_net import ECAPA_TDNN
 from tests.unit.test_adapters import test_lengths, waves
 
 SR = 16000

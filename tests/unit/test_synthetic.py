@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from speechlens.corpora import espeak, phones, synthetic
+from speechlens.corpora import espeak, espeak_align, phones, synthetic
 from speechlens.corpora.contract import SILENCE, UTTERANCE_COLUMNS, CorpusError, read_corpus
 
 TINY = {
@@ -126,7 +126,7 @@ def test_word_labels_spell_the_text(tables):
     for row in utterances.itertuples():
         words = _tier(segments, row.utterance_id, "word")
         spoken = " ".join(words.label[words.label != SILENCE]).split()
-        assert spoken == synthetic.word_label(row.text, row.language).split()
+        assert spoken == espeak_align.word_label(row.text, row.language).split()
 
 
 def test_phone_labels_and_stress(tables):
@@ -308,7 +308,7 @@ def test_pauses_are_silence_even_with_echo():
         e.sample for e, end in zip(phonemes, ends, strict=True) if e.is_pause and end > e.sample
     ]
     assert pauses and all(not e.name for e in phonemes if e.is_pause)
-    phone_tier, _ = synthetic.align(result, "Hello, my friend. Goodbye.", "en-us")
+    phone_tier, _ = espeak_align.align(result, "Hello, my friend. Goodbye.", "en-us")
     for start in pauses:
         owner = [p for p in phone_tier if p.start <= start < p.end]
         assert owner[0].label == SILENCE
@@ -370,7 +370,7 @@ def test_normalise_phone(name, expected):
     ],
 )
 def test_word_label(span, language, expected):
-    assert synthetic.word_label(span, language) == expected
+    assert espeak_align.word_label(span, language) == expected
 
 
 def _event(kind, sample, name="", mnemonic="", position=0):
@@ -393,7 +393,7 @@ def test_align_carves_pauses_and_closures():
         _event(espeak.EVENT_PHONEME, 80, "ɑ", "A"),
     ]
     result = espeak.Synthesis(samples, rate, tuple(events))
-    phone_tier, word_tier = synthetic.align(result, "The tea", "en-us")
+    phone_tier, word_tier = espeak_align.align(result, "The tea", "en-us")
     assert [(p.start, p.end, p.label, p.stress) for p in phone_tier] == [
         (0, 5, SILENCE, 0),
         (5, 20, "ð", 0),

@@ -8,7 +8,7 @@ string for pauses. :func:`normalise` turns such a name into ``(label, stress)``:
    ``stress`` (1 = primary, 2 = secondary, 0 = unstressed vowels, consonants, silence).
 2. An empty name becomes :data:`SILENCE` (``sil``). Pauses have empty IPA names, but so
    do a few sounding phonemes (the hiatus link ``;``); callers that know espeak-ng's ASCII
-   mnemonic tell them apart first (see :func:`speechlens.corpora.synthetic.phone_marks`).
+   mnemonic tell them apart first (see :func:`speechlens.corpora.espeak_align.phone_marks`).
 3. espeak-ng's internal variant markers ``-`` and ``.`` are dropped (French writes reduced
    vowels as ``a-``, ``ə-``, ``e-``, ``y-``: they become ``a``, ``ə``, ``e``, ``y``), and
    :data:`ALIASES` is applied (ASCII ``g`` → IPA ``ɡ``).
