@@ -8,7 +8,7 @@ import pytest
 
 from speechlens.findings import stats
 from speechlens.findings.claims import CLAIMS, Results
-from speechlens.findings.verdict import MIN_RANDOM_DRAWS
+from speechlens.findings.verdict import MIN_RANDOM_DRAWS, judge
 
 
 def probe_table(curve, probe="linear", metric="macro_f1", folds=5, noise=0.005, seed=0):
@@ -73,7 +73,8 @@ def test_language_before_phone_agrees_and_disagrees():
         res.probes[("m", "phone")],
         res.probes[("m", "language")],
     )
-    assert verdicts("language_before_phone", res)["m"].verdict == "disagrees"
+    v = verdicts("language_before_phone", res)["m"]
+    assert v.verdict == "disagrees" and v.p_value < 0.05  # the p behind it: the opposite test
 
 
 def test_language_before_phone_inconclusive_on_equal_peaks_and_not_measured():
@@ -145,7 +146,7 @@ def test_convexity_reads_the_curvature_sign():
     )
     v = verdicts("separability_convex", res)
     assert v["m / emotion"].verdict == "agrees"
-    assert v["m / stress"].verdict == "disagrees"
+    assert v["m / stress"].verdict == "disagrees" and v["m / stress"].p_value < 0.05
 
 
 def ablation_summary(typed_delta, random_deltas, size=6):
@@ -204,7 +205,7 @@ def test_diagonal_heads_need_enough_draws_then_rank():
     assert v.verdict == "agrees" and v.p_value == pytest.approx(1 / 20)
     res = Results(ablation={"m": ablation_summary(0.05, rng.uniform(-0.2, -0.05, 19))})
     (v,) = CLAIMS["diagonal_heads_matter"](res)
-    assert v.verdict == "disagrees"
+    assert v.verdict == "disagrees" and v.p_value == pytest.approx(1 / 20)
 
 
 def saliency_table(global_r, head_r, layers=4, heads=2, utts=12, seed=0):
@@ -240,7 +241,8 @@ def test_average_beats_heads_and_last_layers():
     assert verdicts("average_beats_heads", res)["w"].verdict == "agrees"
     assert verdicts("last_layers_agree_best", res)["w"].verdict == "agrees"
     res = Results(saliency={"w": saliency_table(0.05, lambda layer: 0.6 - 0.1 * layer)})
-    assert verdicts("average_beats_heads", res)["w"].verdict == "disagrees"
+    v = verdicts("average_beats_heads", res)["w"]
+    assert v.verdict == "disagrees" and v.p_value < 0.05 and "(opposite)" in v.reason
     assert verdicts("last_layers_agree_best", res)["w"].verdict == "disagrees"
 
 
@@ -300,3 +302,11 @@ def test_saliency_claims_fall_back_to_gradient_x_input():
     table = table.assign(method="gradient_x_input")
     (v,) = CLAIMS["average_beats_heads"](Results(saliency={"w": table}))
     assert v.verdict == "agrees" and "gradient_x_input" in v.measured
+
+
+def test_judge_reports_the_p_behind_the_verdict():
+    assert judge(0.01, 0.99) == ("agrees", 0.01)
+    assert judge(0.99, 0.01) == ("disagrees", 0.01)
+    assert judge(0.3, 0.7) == ("inconclusive", 0.3)
+    verdict, p = judge(float("nan"), 0.01)
+    assert verdict == "not measured" and np.isnan(p)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from speechlens.findings import stats
-from speechlens.findings.verdict import MIN_RANDOM_DRAWS, Results, Verdict, decide, missing, spread
+from speechlens.findings.verdict import MIN_RANDOM_DRAWS, Results, Verdict, judge, missing, spread
 
 # ---------------------------------------------------------------- head ablation
 
@@ -57,9 +57,9 @@ def diagonal_heads_matter(res: Results, head_type: str = "diagonal", metric: str
                     claim,
                     subject,
                     measured + f"; rank {int(r.rank)} of {n + 1}",
-                    decide(float(r.p_value), p_against),
-                    float(r.p_value),
-                    f"empirical one-sided p over {n} random groups of the same size",
+                    *judge(float(r.p_value), p_against),
+                    f"empirical one-sided p over {n} random groups of the same size: "
+                    f"{float(r.p_value):.3g} (larger drop), {p_against:.3g} (smaller)",
                 )
             )
     return out or [missing(study, claim, "run", "a head-ablation summary")]
@@ -137,9 +137,8 @@ def average_beats_heads(res: Results, method: str | None = None):
                 model,
                 f"r global {glob.mean():.3f} vs cross-fitted best head {best.mean():.3f}; "
                 f"difference {spread(diff.to_numpy())} over {len(diff)} utterances ({used})",
-                decide(p_pos, p_neg),
-                p_pos,
-                f"exact sign test over utterances: p={p_pos:.3g}",
+                *judge(p_pos, p_neg),
+                f"exact sign test over utterances: p={p_pos:.3g} (claim), {p_neg:.3g} (opposite)",
             )
         )
     return out or [missing(study, claim, "run", "a cross-attention vs saliency table")]
@@ -175,9 +174,8 @@ def last_layers_agree_best(res: Results, method: str | None = None):
                 model,
                 f"r last third − earlier layers: {spread(diff)} "
                 f"over {len(diff)} utterances ({used})",
-                decide(p_pos, p_neg),
-                p_pos,
-                f"exact sign test over utterances: p={p_pos:.3g}",
+                *judge(p_pos, p_neg),
+                f"exact sign test over utterances: p={p_pos:.3g} (claim), {p_neg:.3g} (opposite)",
             )
         )
     return out or [missing(study, claim, "run", "a cross-attention vs saliency table")]

@@ -36,7 +36,8 @@ CAVEAT = (
     "hand. On synthetic speech and small models they are indications, not replications of "
     f"the published studies. A verdict is 'agrees' or 'disagrees' only when a one-sided exact "
     f"test gives p <= {ALPHA} in that direction; otherwise 'inconclusive' (measured, too little "
-    "evidence) or 'not measured' (this run has no table for it)."
+    "evidence) or 'not measured' (this run has no table for it). The p column is the test "
+    "behind the verdict: the claim's direction, the opposite one for 'disagrees'."
 )
 
 

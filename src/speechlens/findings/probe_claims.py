@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from speechlens.findings import stats
-from speechlens.findings.verdict import Results, Verdict, decide, missing, spread
+from speechlens.findings.verdict import Results, Verdict, judge, missing, spread
 
 # ---------------------------------------------------------------------------- SSHR
 
@@ -29,7 +29,7 @@ def language_before_phone(res: Results, probe: str = "linear", metric: str = "ma
         a = stats.peak_depths(stats.fold_curves(lang, probe, metric))
         b = stats.peak_depths(stats.fold_curves(phone, probe, metric))
         p, q = stats.rank_test_less(a, b), stats.rank_test_less(b, a)
-        verdict = decide(p, q)
+        verdict, p_verdict = judge(p, q)
         middle = 0.2 <= float(np.median(a)) <= 0.8 if len(a) else False
         reason = (
             f"exact rank test over folds ({probe}, {metric}): p={p:.3g} (earlier), {q:.3g} (later)"
@@ -43,7 +43,7 @@ def language_before_phone(res: Results, probe: str = "linear", metric: str = "ma
                 model,
                 f"peak depth: language {spread(a)}, phone {spread(b)} (0 = input, 1 = last layer)",
                 verdict,
-                p,
+                p_verdict,
                 reason,
             )
         )
@@ -103,8 +103,7 @@ def speaker_models_early(res: Results):
             claim,
             f"speaker {', '.join(names[True])} vs speech {', '.join(names[False])}",
             f"layer-weight centre (relative depth): speaker {spread(a)}, speech {spread(b)}",
-            decide(p, q),
-            p,
+            *judge(p, q),
             f"exact rank test over folds: p={p:.3g} (speaker earlier), {q:.3g} (later)",
         )
     ]
@@ -134,8 +133,7 @@ def separability_convex(res: Results, probe: str = "knn", metric: str = "macro_f
                 claim,
                 f"{model} / {task}",
                 f"curvature of {probe} {metric} vs depth: {spread(a)} over {len(a)} folds",
-                decide(p_pos, p_neg),
-                p_pos,
+                *judge(p_pos, p_neg),
                 f"exact sign test over folds: p={p_pos:.3g} (convex), {p_neg:.3g} (concave)",
             )
         )

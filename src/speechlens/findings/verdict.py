@@ -22,8 +22,9 @@ VERDICTS = ("agrees", "disagrees", "inconclusive", "not measured")
 @dataclass(frozen=True)
 class Verdict:
     """One claim checked on one subject: ``measured`` states the numbers and their spread,
-    ``p_value`` the one-sided exact test behind ``verdict`` (NaN when none), ``reason``
-    why the verdict is what it is."""
+    ``p_value`` the one-sided exact p behind ``verdict`` (:func:`judge`: the claim's
+    direction, the opposite one for ``disagrees``; NaN when none), ``reason`` why the
+    verdict is what it is."""
 
     study: str
     claim: str
@@ -62,14 +63,17 @@ class Results:
         )
 
 
-def decide(p_for: float, p_against: float) -> str:
+def judge(p_for: float, p_against: float) -> tuple[str, float]:
+    """Verdict from the two one-sided p-values, and the p behind it: ``p_for`` (the claim's
+    direction) for agrees and inconclusive, ``p_against`` for disagrees; NaN ``p_for``: not
+    measured."""
     if np.isnan(p_for):
-        return "not measured"
+        return "not measured", p_for
     if p_for <= ALPHA:
-        return "agrees"
+        return "agrees", p_for
     if p_against <= ALPHA:
-        return "disagrees"
-    return "inconclusive"
+        return "disagrees", p_against
+    return "inconclusive", p_for
 
 
 def spread(values: np.ndarray) -> str:
