@@ -238,12 +238,12 @@ def saliency_table(global_r, head_r, layers=4, heads=2, utts=12, seed=0):
 
 def test_average_beats_heads_and_last_layers():
     res = Results(saliency={"w": saliency_table(0.6, lambda layer: 0.1 + 0.1 * layer)})
-    assert verdicts("average_beats_heads", res)["w"].verdict == "agrees"
-    assert verdicts("last_layers_agree_best", res)["w"].verdict == "agrees"
+    assert verdicts("average_beats_heads", res)["w / spes"].verdict == "agrees"
+    assert verdicts("last_layers_agree_best", res)["w / spes"].verdict == "agrees"
     res = Results(saliency={"w": saliency_table(0.05, lambda layer: 0.6 - 0.1 * layer)})
-    v = verdicts("average_beats_heads", res)["w"]
+    v = verdicts("average_beats_heads", res)["w / spes"]
     assert v.verdict == "disagrees" and v.p_value < 0.05 and "(opposite)" in v.reason
-    assert verdicts("last_layers_agree_best", res)["w"].verdict == "disagrees"
+    assert verdicts("last_layers_agree_best", res)["w / spes"].verdict == "disagrees"
 
 
 def test_crossfit_best_head_is_unbiased_on_noise():
@@ -302,6 +302,23 @@ def test_saliency_claims_fall_back_to_gradient_x_input():
     table = table.assign(method="gradient_x_input")
     (v,) = CLAIMS["average_beats_heads"](Results(saliency={"w": table}))
     assert v.verdict == "agrees" and "gradient_x_input" in v.measured
+    assert v.subject == "w / gradient_x_input"
+
+
+def test_each_saliency_method_gets_its_own_verdict():
+    """SPES on 2 utterances cannot carry a verdict (sign test p >= 1/4); gradient x input on
+    12 can, and must not be hidden behind SPES."""
+    spes = saliency_table(0.6, lambda layer: 0.1 + 0.1 * layer, utts=2)
+    grad = saliency_table(0.6, lambda layer: 0.1 + 0.1 * layer, seed=1)
+    table = pd.concat([spes, grad.assign(method="gradient_x_input")])
+    for claim in ("average_beats_heads", "last_layers_agree_best"):
+        v = verdicts(claim, Results(saliency={"w": table}))
+        assert set(v) == {"w / spes", "w / gradient_x_input"}
+        assert v["w / spes"].verdict == "inconclusive" and v["w / spes"].p_value == 0.25
+        assert v["w / gradient_x_input"].verdict == "agrees"
+        assert "over 12 utterances" in v["w / gradient_x_input"].measured
+    (only,) = CLAIMS["average_beats_heads"](Results(saliency={"w": table}), method="spes")
+    assert only.subject == "w / spes"
 
 
 def test_judge_reports_the_p_behind_the_verdict():

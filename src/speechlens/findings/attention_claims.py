@@ -69,14 +69,18 @@ def diagonal_heads_matter(res: Results, head_type: str = "diagonal", metric: str
 
 
 PREFERRED_METHODS = ("spes", "gradient_x_input")
-"""Saliency the claims compare attention with: SPES, the reference of 2509.18010, when the run
-has it, else gradient x input."""
+"""Saliency the claims compare attention with: SPES, the reference of 2509.18010, and
+gradient x input. Each one the run has gets its own verdict: SPES is often run on fewer
+utterances (it costs n_masks forward passes each), so its verdict carries less evidence."""
 
 
-def saliency_method(table: pd.DataFrame) -> str | None:
-    """The first of :data:`PREFERRED_METHODS` that ``table`` has rows of (None if neither)."""
+def saliency_methods(table: pd.DataFrame, method: str | None = None) -> list[str]:
+    """``[method]`` if given, else those of :data:`PREFERRED_METHODS` that ``table`` has rows
+    of, in that order (``["spes"]`` if neither, reported as not measured)."""
+    if method is not None:
+        return [method]
     present = set(table["method"])
-    return next((m for m in PREFERRED_METHODS if m in present), None)
+    return [m for m in PREFERRED_METHODS if m in present] or ["spes"]
 
 
 def _per_utterance(table: pd.DataFrame, method: str) -> pd.DataFrame:
@@ -111,8 +115,8 @@ def crossfit_best_head(per_utt: pd.Series) -> pd.Series:
 def average_beats_heads(res: Results, method: str | None = None):
     """2509.18010: averaging cross-attention over heads and layers agrees better with
     saliency than any single head. Per utterance: r of the global average minus r of the
-    cross-fitted best single head; exact sign test over utterances. ``method``: the
-    saliency compared with (None: :func:`saliency_method`)."""
+    cross-fitted best single head; exact sign test over utterances. One verdict per model
+    and saliency method (``method``: that one only; None: :func:`saliency_methods`)."""
     claim = (
         "averaging cross-attention over heads and layers agrees better with saliency "
         "than any single head"
@@ -120,62 +124,65 @@ def average_beats_heads(res: Results, method: str | None = None):
     study = "cross_attention_saliency"
     out = []
     for model, table in sorted(res.saliency.items()):
-        used = method or saliency_method(table) or "spes"
-        per_utt = _per_utterance(table, used)
-        if per_utt.empty:
-            out.append(missing(study, claim, model, f"{used} saliency"))
-            continue
-        best = crossfit_best_head(per_utt)
-        glob = per_utt[per_utt.index.get_level_values("layer").astype(str) == "all"]
-        glob = glob.groupby("utterance_id").mean()
-        diff = (glob - best).dropna()
-        p_pos, p_neg = stats.sign_test(diff.to_numpy())
-        out.append(
-            Verdict(
-                study,
-                claim,
-                model,
-                f"r global {glob.mean():.3f} vs cross-fitted best head {best.mean():.3f}; "
-                f"difference {spread(diff.to_numpy())} over {len(diff)} utterances ({used})",
-                *judge(p_pos, p_neg),
-                f"exact sign test over utterances: p={p_pos:.3g} (claim), {p_neg:.3g} (opposite)",
-            )
-        )
+        for used in saliency_methods(table, method):
+            out.append(_average_vs_best_head(study, claim, f"{model} / {used}", table, used))
     return out or [missing(study, claim, "run", "a cross-attention vs saliency table")]
+
+
+def _average_vs_best_head(study, claim, subject, table, used) -> Verdict:
+    """:func:`average_beats_heads` for one model and one saliency method."""
+    per_utt = _per_utterance(table, used)
+    if per_utt.empty:
+        return missing(study, claim, subject, f"{used} saliency")
+    best = crossfit_best_head(per_utt)
+    glob = per_utt[per_utt.index.get_level_values("layer").astype(str) == "all"]
+    glob = glob.groupby("utterance_id").mean()
+    diff = (glob - best).dropna()
+    p_pos, p_neg = stats.sign_test(diff.to_numpy())
+    return Verdict(
+        study,
+        claim,
+        subject,
+        f"r global {glob.mean():.3f} vs cross-fitted best head {best.mean():.3f}; "
+        f"difference {spread(diff.to_numpy())} over {len(diff)} utterances ({used})",
+        *judge(p_pos, p_neg),
+        f"exact sign test over utterances: p={p_pos:.3g} (claim), {p_neg:.3g} (opposite)",
+    )
 
 
 def last_layers_agree_best(res: Results, method: str | None = None):
     """2509.18010: the last decoder layers agree best with saliency. Per utterance: r of the
     layer average over the last third of the decoder layers minus that over the others;
-    exact sign test over utterances."""
+    exact sign test over utterances. One verdict per model and saliency method."""
     claim = "the last decoder layers agree best"
     study = "cross_attention_saliency"
     out = []
     for model, table in sorted(res.saliency.items()):
-        used = method or saliency_method(table) or "spes"
-        per_utt = _per_utterance(table, used)
-        layers = per_utt[
-            (per_utt.index.get_level_values("head").astype(str) == "mean")
-            & (per_utt.index.get_level_values("layer").astype(str) != "all")
-        ]
-        if layers.empty:
-            out.append(missing(study, claim, model, f"{used} saliency"))
-            continue
-        frame = layers.reset_index().assign(layer=lambda d: d["layer"].astype(int))
-        n = frame["layer"].max() + 1
-        last = frame["layer"] >= n - max(1, n // 3)
-        by = frame.groupby(["utterance_id", last])["pearson_r"].mean().unstack()
-        diff = (by[True] - by[False]).dropna().to_numpy()
-        p_pos, p_neg = stats.sign_test(diff)
-        out.append(
-            Verdict(
-                study,
-                claim,
-                model,
-                f"r last third − earlier layers: {spread(diff)} "
-                f"over {len(diff)} utterances ({used})",
-                *judge(p_pos, p_neg),
-                f"exact sign test over utterances: p={p_pos:.3g} (claim), {p_neg:.3g} (opposite)",
-            )
-        )
+        for used in saliency_methods(table, method):
+            out.append(_last_vs_earlier_layers(study, claim, f"{model} / {used}", table, used))
     return out or [missing(study, claim, "run", "a cross-attention vs saliency table")]
+
+
+def _last_vs_earlier_layers(study, claim, subject, table, used) -> Verdict:
+    """:func:`last_layers_agree_best` for one model and one saliency method."""
+    per_utt = _per_utterance(table, used)
+    layers = per_utt[
+        (per_utt.index.get_level_values("head").astype(str) == "mean")
+        & (per_utt.index.get_level_values("layer").astype(str) != "all")
+    ]
+    if layers.empty:
+        return missing(study, claim, subject, f"{used} saliency")
+    frame = layers.reset_index().assign(layer=lambda d: d["layer"].astype(int))
+    n = frame["layer"].max() + 1
+    last = frame["layer"] >= n - max(1, n // 3)
+    by = frame.groupby(["utterance_id", last])["pearson_r"].mean().unstack()
+    diff = (by[True] - by[False]).dropna().to_numpy()
+    p_pos, p_neg = stats.sign_test(diff)
+    return Verdict(
+        study,
+        claim,
+        subject,
+        f"r last third − earlier layers: {spread(diff)} over {len(diff)} utterances ({used})",
+        *judge(p_pos, p_neg),
+        f"exact sign test over utterances: p={p_pos:.3g} (claim), {p_neg:.3g} (opposite)",
+    )
