@@ -28,6 +28,7 @@ def check_references(config: Mapping) -> None:
     """
     _check_cka_pairs(config)
     _check_task_models(config)
+    _check_speaker_folds(config)
     _check_reduced_stores(config)
     _check_training(config)
     _check_training_separation(config)
@@ -77,6 +78,27 @@ def _check_task_models(config: Mapping) -> None:
     for task, entry in config["probing"]["tasks"].items():
         for i, name in enumerate(entry.get("models") or []):
             _model_family(config, f"probing.tasks.{task}.models[{i}]", name)
+
+
+def _check_speaker_folds(config: Mapping) -> None:
+    """A language task whose folds are grouped by speaker needs, in every class, as many
+    speakers as folds. On a synthetic corpus that is ``speakers_per_language`` (known before
+    any job runs; another corpus's speakers are only known once it is built, where the
+    probe job's own check names the classes it had to drop)."""
+    for task, spec in config["probing"]["tasks"].items():
+        if spec["source"] != "language" or spec["group_by"] != "speaker":
+            continue
+        for corpus in analysed_corpora(config):
+            settings = config["corpora"][corpus]
+            if settings["kind"] != "synthetic":
+                continue
+            if spec["folds"] > settings["speakers_per_language"]:
+                raise ConfigError(
+                    f"config key probing.tasks.{task}.folds: {spec['folds']} folds grouped "
+                    f"by speaker need {spec['folds']} speakers per language, but "
+                    f"corpora.{corpus}.speakers_per_language is "
+                    f"{settings['speakers_per_language']} (lower the folds or add speakers)"
+                )
 
 
 def _check_reduced_stores(config: Mapping) -> None:

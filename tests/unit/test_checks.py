@@ -51,6 +51,18 @@ def test_the_tiny_config_passes():
     check_references(validated())
 
 
+def test_speaker_folds_fit_the_synthetic_speakers():
+    """4 speakers per language carry 4 speaker-grouped folds; the training corpus is not
+    probed, so its speakers are not counted."""
+
+    def four(c):
+        c["corpora"]["tiny"].update(speakers_per_language=4)
+        c["corpora"]["tiny_train"].update(speakers_per_language=1)
+        c["probing"]["tasks"]["language"].update(group_by="speaker", folds=4)
+
+    check_references(validated(four))
+
+
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
@@ -103,6 +115,14 @@ def test_the_tiny_config_passes():
         (
             lambda c: c["probing"]["tasks"]["language"].update(models=["logmel", "ghost"]),
             "config key probing.tasks.language.models[1]: model 'ghost' is not in `models`",
+        ),
+        (
+            lambda c: (
+                c["corpora"]["tiny"].update(speakers_per_language=4),
+                c["probing"]["tasks"]["language"].update(group_by="speaker"),
+            ),
+            "config key probing.tasks.language.folds: 5 folds grouped by speaker need 5 "
+            "speakers per language, but corpora.tiny.speakers_per_language is 4",
         ),
         (
             lambda c: c["saliency"].update(models=["ghost"]),
