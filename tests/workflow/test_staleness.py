@@ -157,7 +157,7 @@ def test_probe_setting_reruns_probes_only(copy, source, tmp_path):
 
 
 def test_task_setting_reruns_that_task_only(copy, source, tmp_path):
-    changed = tiny_with(tmp_path, lambda c: c["probing"]["tasks"]["language"].update(folds=3))
+    changed = tiny_with(tmp_path, lambda c: c["probing"]["tasks"]["language"].update(seed=1))
     assert plan(copy, source, changed) == dict.fromkeys(probe_outputs(tasks=["language"]), "probe")
 
 
