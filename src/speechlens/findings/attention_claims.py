@@ -112,6 +112,20 @@ def crossfit_best_head(per_utt: pd.Series) -> pd.Series:
     return pd.Series(out, dtype=float)
 
 
+SALIENCY_STUDY = "cross_attention_saliency"
+
+
+def _each_model_and_method(res: Results, method: str | None, claim: str, one) -> list[Verdict]:
+    """``one(study, claim, subject, table, method)`` for each model's saliency table and
+    each of its :func:`saliency_methods` (subject ``model / method``)."""
+    out = [
+        one(SALIENCY_STUDY, claim, f"{model} / {used}", table, used)
+        for model, table in sorted(res.saliency.items())
+        for used in saliency_methods(table, method)
+    ]
+    return out or [missing(SALIENCY_STUDY, claim, "run", "a cross-attention vs saliency table")]
+
+
 def average_beats_heads(res: Results, method: str | None = None):
     """2509.18010: averaging cross-attention over heads and layers agrees better with
     saliency than any single head. Per utterance: r of the global average minus r of the
@@ -121,12 +135,7 @@ def average_beats_heads(res: Results, method: str | None = None):
         "averaging cross-attention over heads and layers agrees better with saliency "
         "than any single head"
     )
-    study = "cross_attention_saliency"
-    out = []
-    for model, table in sorted(res.saliency.items()):
-        for used in saliency_methods(table, method):
-            out.append(_average_vs_best_head(study, claim, f"{model} / {used}", table, used))
-    return out or [missing(study, claim, "run", "a cross-attention vs saliency table")]
+    return _each_model_and_method(res, method, claim, _average_vs_best_head)
 
 
 def _average_vs_best_head(study, claim, subject, table, used) -> Verdict:
@@ -154,13 +163,9 @@ def last_layers_agree_best(res: Results, method: str | None = None):
     """2509.18010: the last decoder layers agree best with saliency. Per utterance: r of the
     layer average over the last third of the decoder layers minus that over the others;
     exact sign test over utterances. One verdict per model and saliency method."""
-    claim = "the last decoder layers agree best"
-    study = "cross_attention_saliency"
-    out = []
-    for model, table in sorted(res.saliency.items()):
-        for used in saliency_methods(table, method):
-            out.append(_last_vs_earlier_layers(study, claim, f"{model} / {used}", table, used))
-    return out or [missing(study, claim, "run", "a cross-attention vs saliency table")]
+    return _each_model_and_method(
+        res, method, "the last decoder layers agree best", _last_vs_earlier_layers
+    )
 
 
 def _last_vs_earlier_layers(study, claim, subject, table, used) -> Verdict:
