@@ -250,6 +250,21 @@ def test_weighted_sum_weights_sum_to_one_and_find_the_informative_layer():
     assert (est.predict(layers) == y).mean() > 0.9
 
 
+def test_weighted_sum_scores_are_the_softmax_mix_of_normalised_layers():
+    """Scores = (sum_l w_l LN((X_l - mean_l) / sd_l)) W^T + b on (n, layer, feature) input:
+    a layer/sample mix-up of the layer-major layout would score other vectors."""
+    rng = np.random.default_rng(4)
+    layers = rng.normal(0, 1, (60, 3, 5)) * [[1.0], [10.0], [0.1]] + [[0.0], [5.0], [-2.0]]
+    y = rng.integers(0, 3, 60)
+    est = WeightedSumClassifier(epochs=5, batch_size=16, min_steps=10).fit(layers, y)
+    z = (layers - layers.mean(0)) / (layers.std(0) + 1e-6)
+    z = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + 1e-5)
+    mixed = np.einsum("nld,l->nd", z, est.layer_weights_)
+    expected = mixed @ est.coef_.T + est.intercept_
+    np.testing.assert_allclose(est.decision_function(layers), expected, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(est.layer_weights_, 1 / 3)  # the weights were trained
+
+
 # ----------------------------------------------------------------------------- the table
 
 

@@ -67,6 +67,23 @@ def test_logprob_and_attention_are_taken_at_the_predicting_position(tiny, mel):
     assert abs(shifted - out.logprob[0, -1].item()) > 1e-6
 
 
+def test_encoder_runs_fused_attention_and_equals_the_eager_encoder(tiny, mel):
+    """Only the decoder's attention weights are read: the encoder runs SDPA, and its output
+    is the eager encoder's (float64: equal to rounding); the decoder stays eager."""
+    from transformers import WhisperForConditionalGeneration
+
+    enc, dec = tiny.model.model.encoder, tiny.model.model.decoder
+    assert {layer.self_attn.config._attn_implementation for layer in enc.layers} == {"sdpa"}
+    assert {layer.encoder_attn.config._attn_implementation for layer in dec.layers} == {"eager"}
+    eager = WhisperForConditionalGeneration.from_pretrained(
+        tiny.source, attn_implementation="eager"
+    ).double()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            tiny.encode(mel), eager.model.encoder(input_features=mel).last_hidden_state
+        )
+
+
 def _logprob(tiny, x, k):
     ids, positions, targets = teacher_forcing(PROMPT, CONTENT)
     with torch.no_grad():

@@ -17,10 +17,19 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 
 def _normalise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> torch.Tensor:
-    """(n, layer, feature) array -> float32 tensor of the same shape: standardised with
-    ``mean`` and ``scale`` (layer, feature), then layer-normalised."""
+    """(n, layer, feature) array -> float32 tensor (layer, n, feature): standardised with
+    ``mean`` and ``scale`` (layer, feature), then layer-normalised; layer-major, so that
+    the weighted sum over layers is one matrix-vector product over contiguous memory
+    (:func:`_mix`; ~4x faster than an einsum over the (n, layer, feature) layout on CPU)."""
     h = torch.from_numpy((np.asarray(X, dtype=np.float32) - mean) / scale)
-    return torch.nn.functional.layer_norm(h, h.shape[-1:])
+    h = torch.nn.functional.layer_norm(h, h.shape[-1:])
+    return h.permute(1, 0, 2).contiguous()
+
+
+def _mix(h: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_l weights[l] * h[l]``: (layer, n, feature) x (layer,) -> (n, feature)."""
+    n_layers, n, dim = h.shape
+    return (weights @ h.reshape(n_layers, n * dim)).reshape(n, dim)
 
 
 class WeightedSumClassifier(ClassifierMixin, BaseEstimator):
@@ -62,7 +71,7 @@ class WeightedSumClassifier(ClassifierMixin, BaseEstimator):
             self.mean_ = X.mean(axis=0)
             self.scale_ = X.std(axis=0) + 1e-6
             h = _normalise(X, self.mean_, self.scale_)
-            n, n_layers, dim = h.shape
+            n_layers, n, dim = h.shape
             logits = torch.zeros(n_layers, requires_grad=True)
             weight = torch.zeros(len(self.classes_), dim, requires_grad=True)
             bias = torch.zeros(len(self.classes_), requires_grad=True)
@@ -80,7 +89,7 @@ class WeightedSumClassifier(ClassifierMixin, BaseEstimator):
                 order = torch.randperm(n, generator=gen)
                 for start in range(0, n, self.batch_size):
                     idx = order[start : start + self.batch_size]
-                    mixed = torch.einsum("nld,l->nd", h[idx], torch.softmax(logits, 0))
+                    mixed = _mix(h.index_select(1, idx), torch.softmax(logits, 0))
                     loss = torch.nn.functional.cross_entropy(mixed @ weight.T + bias, target[idx])
                     opt.zero_grad()
                     loss.backward()
@@ -97,7 +106,7 @@ class WeightedSumClassifier(ClassifierMixin, BaseEstimator):
         with torch.no_grad():
             mix = torch.from_numpy(self.layer_weights_).float()
             h = _normalise(X, self.mean_, self.scale_)
-            mixed = torch.einsum("nld,l->nd", h, mix).numpy()
+            mixed = _mix(h, mix).numpy()
         return mixed @ self.coef_.T + self.intercept_
 
     def predict(self, X) -> np.ndarray:
