@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from speechlens.probing.run import EMBEDDING_PREFIX, TABLE
+from speechlens.probing.table import EMBEDDING_PREFIX, TABLE
 from speechlens.tables import read_table
 
 SPREADS = ("sd", "range")

@@ -11,7 +11,8 @@ One concern per module, data flowing one way:
 - :mod:`.sampling`: the samples of a task on a store (a typed :class:`Sample`: labels,
   groups, test folds, control labels) and their features;
 - :mod:`.estimators`: the probes (linear, knn, mlp, weighted_sum, kmeans) and baselines;
-- :mod:`.run`: the jobs, the probe table (:data:`TABLE`) and its sidecar
+- :mod:`.table`: the probe table's columns (:data:`TABLE`);
+- :mod:`.run`: the jobs, the probe table and its sidecar
   (:func:`run_task`, the workflow's entry point; :func:`probe_arrays` on arrays), on every
   kind of store (frame, segment, utterance: :func:`task_view`); utterance-level tasks also
   probe the model's own utterance embeddings (``layer`` ``embedding:<name>``);
@@ -20,6 +21,7 @@ One concern per module, data flowing one way:
 
 from speechlens.lazy import lazy_getattr
 from speechlens.probing.control import control_labels, unit_identities
+from speechlens.probing.table import COLUMNS, EMBEDDING_PREFIX, TABLE, embedding_layer
 from speechlens.probing.task import (
     LEVELS,
     PROBES,
@@ -42,11 +44,7 @@ _LAZY = {
     "speechlens.probing.estimators": ("make_probe",),
     "speechlens.probing.folds": ("group_folds", "make_splits"),
     "speechlens.probing.run": (
-        "COLUMNS",
-        "EMBEDDING_PREFIX",
-        "TABLE",
         "TaskData",
-        "embedding_layer",
         "load_task",
         "probe_arrays",
         "run_task",

@@ -49,32 +49,9 @@ from speechlens.corpora.contract import read_tables
 from speechlens.probing import estimators as est
 from speechlens.probing.folds import make_splits
 from speechlens.probing.sampling import Sample, draw_samples, read_embeddings, read_features
+from speechlens.probing.table import EMBEDDING_PREFIX, NOT_SCORES, TABLE, embedding_layer
 from speechlens.probing.task import SUPERVISED, Task, check_task_sources, resolve_task
-from speechlens.tables import TableSpec, write_table
-
-#: The probe table (``results/{corpus}/{model}/probes/{task}.tsv``): one row per (layer,
-#: probe, fold, metric); ``layer`` an int (the model's layer number), ``all`` (baselines,
-#: the weighted-sum probe's score) or ``embedding:<name>`` (a model embedding, utterance
-#: tasks only; read as text); ``fold`` an int, ``mean`` or ``std``.
-TABLE = TableSpec(
-    name="probe",
-    columns=("corpus", "model", "task", "level", "layer", "probe", "fold", "metric", "value"),
-    numeric=("value",),
-    text=("corpus", "model", "task", "level", "layer", "probe", "fold", "metric"),
-    nullable=("value",),
-    float_format="%.6f",
-)
-COLUMNS = list(TABLE.columns)
-#: Metrics that are not scores: no selectivity is taken of them.
-NOT_SCORES = ("layer_weight", "not_converged")
-#: Prefix of the ``layer`` value of a model embedding's rows (``embedding:d_vector``).
-EMBEDDING_PREFIX = "embedding:"
-
-
-def embedding_layer(name: str) -> str:
-    """The table's ``layer`` value of the rows of model embedding ``name``."""
-    return f"{EMBEDDING_PREFIX}{name}"
-
+from speechlens.tables import write_table
 
 _COST = {"weighted_sum": 0, "mlp": 1, "linear": 2, "kmeans": 3, "knn": 4}
 
