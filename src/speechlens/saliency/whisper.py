@@ -30,14 +30,15 @@ from speechlens.models.base import conv_output_length
 from speechlens.models.hf import load_config, load_model, resolve_device
 
 
-def _fused_encoder_attention(model: Any) -> None:
-    """Run the encoder's self-attention with SDPA, the decoder's attention eager.
+def set_encoder_attention(model: Any, implementation: str = "sdpa") -> None:
+    """Run the encoder's self-attention of a ``WhisperForConditionalGeneration`` with
+    ``implementation`` (``"sdpa"`` or ``"eager"``), leaving the decoder's as it is.
 
     transformers picks each attention module's implementation from the config it holds,
-    which all modules share; the encoder's modules get a copy saying ``"sdpa"``.
+    which all modules share; the encoder's modules get a copy naming ``implementation``.
     """
     config = copy.copy(model.config)
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = implementation
     for layer in model.model.encoder.layers:
         layer.self_attn.config = config
 
@@ -102,7 +103,7 @@ class WhisperForSaliency:
             WhisperForConditionalGeneration, config, source, revision, "pretrained", 0
         )
         model.set_attn_implementation("eager")
-        _fused_encoder_attention(model)
+        set_encoder_attention(model, "sdpa")
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.source = str(source)
         try:
