@@ -38,6 +38,9 @@ def set_encoder_attention(model: Any, implementation: str = "sdpa") -> None:
 
     transformers picks each attention module's implementation from the config it holds,
     which all modules share; the encoder's modules get a copy naming ``implementation``.
+    After this call, ``model.set_attn_implementation`` (and so
+    :func:`speechlens.models.hf.eager_attention`) no longer reaches the encoder: call this
+    function again to switch it.
     """
     config = copy.copy(model.config)
     config._attn_implementation = implementation
