@@ -321,6 +321,18 @@ def test_each_saliency_method_gets_its_own_verdict():
     assert only.subject == "w / spes"
 
 
+def test_one_utterance_cannot_cross_fit_a_best_head():
+    """SPES on 1 utterance (the offline study): no held-out utterance to report the chosen
+    head on, so the comparison is not measured, and the reason says why."""
+    table = saliency_table(0.6, lambda layer: 0.1 + 0.1 * layer, utts=1)
+    (v,) = CLAIMS["average_beats_heads"](Results(saliency={"w": table}))
+    assert v.verdict == "not measured" and np.isnan(v.p_value)
+    assert "at least 2 utterances" in v.reason and "spes has 1" in v.reason
+    assert v.measured.startswith("r global 0.") and "over 1 utterance (spes)" in v.measured
+    (v,) = CLAIMS["last_layers_agree_best"](Results(saliency={"w": table}))
+    assert v.verdict == "inconclusive" and v.p_value == 0.5
+
+
 def test_judge_reports_the_p_behind_the_verdict():
     assert judge(0.01, 0.99) == ("agrees", 0.01)
     assert judge(0.99, 0.01) == ("disagrees", 0.01)

@@ -143,9 +143,20 @@ def _average_vs_best_head(study, claim, subject, table, used) -> Verdict:
     per_utt = _per_utterance(table, used)
     if per_utt.empty:
         return missing(study, claim, subject, f"{used} saliency")
-    best = crossfit_best_head(per_utt)
     glob = per_utt[per_utt.index.get_level_values("layer").astype(str) == "all"]
     glob = glob.groupby("utterance_id").mean()
+    if len(glob) < 2:  # one half chooses the head, the other reports it
+        return Verdict(
+            study,
+            claim,
+            subject,
+            f"r global {glob.mean():.3f} over {len(glob)} utterance ({used})",
+            "not measured",
+            float("nan"),
+            f"not measured in this run: the cross-fitted best head needs at least 2 "
+            f"utterances (one chooses the head, the other reports it); {used} has {len(glob)}",
+        )
+    best = crossfit_best_head(per_utt)
     diff = (glob - best).dropna()
     p_pos, p_neg = stats.sign_test(diff.to_numpy())
     return Verdict(
