@@ -92,7 +92,8 @@ def _per_utterance(table: pd.DataFrame, method: str) -> pd.DataFrame:
 
 def crossfit_best_head(per_utt: pd.Series) -> pd.Series:
     """Per utterance, the r of the single head chosen on the *other* half of the utterances
-    (halves by sorted utterance order, even/odd), so choice and report never share data."""
+    (halves by sorted utterance order, even/odd), so choice and report never share data.
+    Empty with fewer than 2 utterances: no half is left to report on."""
     heads = per_utt[
         (per_utt.index.get_level_values("head").astype(str) != "mean")
         & (per_utt.index.get_level_values("layer").astype(str) != "all")
@@ -145,18 +146,16 @@ def _average_vs_best_head(study, claim, subject, table, used) -> Verdict:
         return missing(study, claim, subject, f"{used} saliency")
     glob = per_utt[per_utt.index.get_level_values("layer").astype(str) == "all"]
     glob = glob.groupby("utterance_id").mean()
-    if len(glob) < 2:  # one half chooses the head, the other reports it
-        return Verdict(
+    best = crossfit_best_head(per_utt)
+    if best.empty:  # one half of the utterances chooses the head, the other reports it
+        return missing(
             study,
             claim,
             subject,
-            f"r global {glob.mean():.3f} over {len(glob)} utterance ({used})",
-            "not measured",
-            float("nan"),
-            f"not measured in this run: the cross-fitted best head needs at least 2 "
-            f"utterances (one chooses the head, the other reports it); {used} has {len(glob)}",
+            f"cross-fitted best head: it needs at least 2 utterances (one chooses the "
+            f"head, the other reports it); {used} has {len(glob)}",
+            measured=f"r global {glob.mean():.3f} over {len(glob)} utterance ({used})",
         )
-    best = crossfit_best_head(per_utt)
     diff = (glob - best).dropna()
     p_pos, p_neg = stats.sign_test(diff.to_numpy())
     return Verdict(

@@ -81,12 +81,13 @@ def spread(values: np.ndarray) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.2f}"
 
 
-def missing(study: str, claim: str, subject: str, what: str) -> Verdict:
+def missing(study: str, claim: str, subject: str, what: str, measured: str = "") -> Verdict:
+    """A *not measured* verdict: this run has no ``what``; ``measured``: what it does have."""
     return Verdict(
         study,
         claim,
         subject,
-        "",
+        measured,
         "not measured",
         float("nan"),
         f"not measured in this run: it has no {what}",
